@@ -1,0 +1,62 @@
+"""`eagle3-train doctor` and `eagle3-train check`: what is installed, what the plugin registers, and whether a draft
+fits its target. Reports are plain text a user can paste into an issue."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import json
+from pathlib import Path
+
+
+def _version(module: str) -> str:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "?")
+    except Exception as e:  # noqa: BLE001
+        return f"not importable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+
+
+def entry_points_found() -> dict[str, list[str]]:
+    out = {}
+    for group in ("vllm.general_plugins", "sglang.srt.plugins"):
+        out[group] = [f"{ep.name} = {ep.value}" for ep in md.entry_points(group=group)]
+    return out
+
+
+def run(engines: list[str] | None = None) -> int:
+    engines = engines or ["vllm", "sglang"]
+    import eagle3_plugin
+    print(f"eagle3-plugin {eagle3_plugin.__version__}")
+    for mod in ("torch", "transformers"):
+        print(f"  {mod:<13} {_version(mod)}")
+    for group, eps in entry_points_found().items():
+        print(f"  entry points [{group}]: {', '.join(eps) or 'NONE (is the package installed?)'}")
+    status = 0
+    for engine in engines:
+        print(f"\n{engine}: {_version(engine)}")
+        try:
+            report = importlib.import_module(f"eagle3_plugin.{engine}").register()
+        except Exception as e:  # noqa: BLE001
+            print(f"  registration raised {type(e).__name__}: {e}")
+            status = 1
+            continue
+        for item in report:
+            print(f"  {item.status:<10} {item.name}" + (f"  ({item.reason})" if item.reason else ""))
+    return status
+
+
+def check_draft(draft: str, target: str | None) -> int:
+    from .checkpoint import validate
+    target_cfg = None
+    if target:
+        p = Path(target) / "config.json"
+        try:
+            target_cfg = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"error: cannot read target config {p}: {e}")
+            return 2
+    findings = validate(draft, target_cfg)
+    for f in findings:
+        print(f)
+    errors = [f for f in findings if f.level == "error"]
+    print(f"{draft}: {'FAILED' if errors else 'OK'} ({len(errors)} errors, {len(findings) - len(errors)} warnings)")
+    return 1 if errors else 0

@@ -1,0 +1,131 @@
+"""The table of target families: the one place that says how each supported target feeds an EAGLE-3 draft.
+
+The trainer trains by it, the checkpoint writer records it in ``config.json``, both engine adapters serve by it and
+``eagle3-train check`` validates against it. Nothing here imports an engine or torch.
+
+Conventions (the same in vLLM and in our trainer):
+  * an aux layer id ``L`` is the residual stream *entering* target decoder layer ``L`` (== HF
+    ``output_hidden_states[L]`` for models without deepstack; for Qwen3-VL it includes the deepstack add of layer
+    ``L-1``, which is what both engines capture). Valid ids: ``1 <= L < num_layers``.
+  * ``positions`` says what the draft's rotary embedding receives:
+      ``"1d"``     plain running index (text, Qwen2-Audio);
+      ``"mrope"``  the target's 3-row M-RoPE ids (Qwen3-VL); the draft config then declares ``mrope_section``;
+      ``"row0"``   row 0 of the target's multi-axis ids, which for HunYuanVL's XD-RoPE is the running index.
+  * media placeholder tokens are embedded with the (frozen) target text embedding and never trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class TargetFamily:
+    name: str                                  # short id used on the command line and in config.json
+    hf_architectures: tuple[str, ...]          # target `architectures[0]` values this family covers
+    model_types: tuple[str, ...]               # target `model_type` values
+    draft_architecture: str                    # what our trainer writes into the draft's config.json
+    modality: str                              # "text" | "image" | "audio"
+    positions: str                             # "1d" | "mrope" | "row0" (see module doc)
+    placeholder_attrs: tuple[str, ...] = ()    # target config attributes holding media placeholder token ids
+    deepstack_attr: str | None = None          # vision_config attribute listing deepstack layers (Qwen3-VL)
+    # legacy / published names that engines must also accept for this family's targets
+    compatible_draft_architectures: tuple[str, ...] = ("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM")
+    notes: str = ""
+
+    # ---- derived facts, computed from a target config (a dict from config.json) ----
+    def text_config(self, cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+        return cfg.get("text_config") or cfg
+
+    def num_layers(self, cfg: Mapping[str, Any]) -> int:
+        return int(self.text_config(cfg)["num_hidden_layers"])
+
+    def placeholder_token_ids(self, cfg: Mapping[str, Any]) -> tuple[int, ...]:
+        ids = []
+        for attr in self.placeholder_attrs:
+            v = cfg.get(attr, self.text_config(cfg).get(attr))
+            if v is not None:
+                ids.append(int(v))
+        return tuple(ids)
+
+    def deepstack_depth(self, cfg: Mapping[str, Any]) -> int:
+        if not self.deepstack_attr:
+            return 0
+        return len((cfg.get("vision_config") or {}).get(self.deepstack_attr) or [])
+
+    def default_aux_layer_ids(self, cfg: Mapping[str, Any]) -> tuple[int, int, int]:
+        """EAGLE-3's (low, mid, high) = (2, L//2, L-3), moved above Qwen3-VL's deepstack range so the captured
+        states do not depend on where an engine adds the deepstack features (SpecForge PR #431 did the same)."""
+        n = self.num_layers(cfg)
+        low = max(2, self.deepstack_depth(cfg) + 1)
+        ids = (low, max(low + 1, n // 2), n - 3)
+        if not (1 <= ids[0] < ids[1] < ids[2] < n):
+            raise ValueError(f"target has {n} text layers: too few for 3 distinct EAGLE-3 aux layers "
+                             f"above the deepstack range (got {ids}); use a target with >= {low + 5} layers")
+        return ids
+
+    def rope_for_draft(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Rotary settings for the draft's config.json; the trainer reads them back from there."""
+        tc = self.text_config(cfg)
+        rp = dict(tc.get("rope_parameters") or tc.get("rope_scaling") or {})
+        theta = float(rp.get("rope_theta", tc.get("rope_theta", 10000.0)))
+        out: dict[str, Any] = {"rope_theta": theta}
+        if self.positions == "mrope":
+            section = rp.get("mrope_section")
+            if not section:
+                raise ValueError(f"{self.name} target config has no mrope_section in its rope parameters")
+            out["rope_scaling"] = {"rope_type": "default", "mrope_section": list(section),
+                                   "mrope_interleaved": bool(rp.get("mrope_interleaved", False))}
+        else:
+            out["rope_scaling"] = None
+        return out
+
+
+FAMILIES: dict[str, TargetFamily] = {f.name: f for f in (
+    TargetFamily(
+        name="text", hf_architectures=("Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM"),
+        model_types=("qwen3", "qwen2", "llama"), draft_architecture="LlamaForCausalLMEagle3",
+        modality="text", positions="1d", compatible_draft_architectures=("Eagle3LlamaForCausalLM",),
+        notes="built into both engines; no plugin needed"),
+    TargetFamily(
+        name="qwen3_vl", hf_architectures=("Qwen3VLForConditionalGeneration",), model_types=("qwen3_vl",),
+        draft_architecture="Eagle3Qwen3VLForCausalLM", modality="image", positions="mrope",
+        placeholder_attrs=("image_token_id", "video_token_id"), deepstack_attr="deepstack_visual_indexes",
+        compatible_draft_architectures=("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM",
+                                        "Eagle3Qwen3vlForCausalLM"),
+        notes="native SupportsEagle3 in vLLM >= 0.12 and SGLang >= 0.5.11; draft gets 3-row M-RoPE ids"),
+    TargetFamily(
+        name="hunyuan_vl", hf_architectures=("HunYuanVLForConditionalGeneration",), model_types=("hunyuan_vl",),
+        draft_architecture="Eagle3HunYuanVLForCausalLM", modality="image", positions="row0",
+        placeholder_attrs=("image_token_id",),
+        notes="vLLM >= 0.29 serves it on the Transformers backend, whose aux capture we fix; SGLang has no model"),
+    TargetFamily(
+        name="qwen2_audio", hf_architectures=("Qwen2AudioForConditionalGeneration",),
+        model_types=("qwen2_audio",), draft_architecture="Eagle3Qwen2AudioForCausalLM", modality="audio",
+        positions="1d", placeholder_attrs=("audio_token_index",),
+        notes="neither engine implements EAGLE-3 capture for it; the plugin adds it"),
+)}
+
+DRAFT_ARCHITECTURES: dict[str, TargetFamily] = {
+    f.draft_architecture: f for f in FAMILIES.values() if f.name != "text"}
+
+
+def family_for_target(cfg: Mapping[str, Any]) -> TargetFamily:
+    """The family of a target given its config.json dict; a clear error if we do not support it."""
+    archs = tuple(cfg.get("architectures") or ())
+    mt = cfg.get("model_type")
+    for fam in FAMILIES.values():
+        if (archs and archs[0] in fam.hf_architectures) or mt in fam.model_types:
+            return fam
+    supported = ", ".join(a for f in FAMILIES.values() for a in f.hf_architectures)
+    raise ValueError(f"unsupported target (architectures={list(archs)}, model_type={mt!r}); "
+                     f"supported: {supported}")
+
+
+def family_for_draft(draft_cfg: Mapping[str, Any]) -> TargetFamily | None:
+    """The family recorded in a draft's config.json (None for a generic Llama EAGLE-3 draft)."""
+    name = (draft_cfg.get("eagle3_plugin") or {}).get("family")
+    if name in FAMILIES:
+        return FAMILIES[name]
+    arch = (draft_cfg.get("architectures") or [None])[0]
+    return DRAFT_ARCHITECTURES.get(arch)

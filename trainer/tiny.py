@@ -1,0 +1,300 @@
+"""Tiny but real target checkpoints, built offline: random weights, a BPE tokenizer trained here with `tokenizers`,
+the family's real processor class, chat template and generation config. They load in transformers and in vLLM.
+
+    build_tiny_target("qwen3_vl", "out/tiny-qwen3vl", seed=0)
+
+Families: text (Qwen3), qwen3_vl, hunyuan_vl (HunyuanOCR tokens and XD-RoPE config), qwen2_audio.
+Text stacks default to 8 layers (the default aux ids (2, L//2, L-3) must be distinct); media towers use a different
+depth (vLLM's Transformers backend finds decoder layers by list length). head_dim >= 32 (vLLM CPU attention).
+Everything is deterministic for a given spec. ``pretrain_steps`` > 0 trains the text stack on the bundled corpus
+so the target writes structured text (a random target's greedy text is noise, which no draft can predict).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..fixtures import corpus_text
+
+FAMILY_NAMES = ("text", "qwen3_vl", "hunyuan_vl", "qwen2_audio")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    family: str
+    hidden_size: int = 128
+    num_layers: int = 8
+    intermediate_size: int = 256
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    vocab_size: int = 1024
+    tower_layers: int = 2
+    seed: int = 0
+    pretrain_steps: int = 0
+    pretrain_seq_len: int = 128
+    max_position_embeddings: int = 4096
+
+    def key(self) -> str:
+        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.family}-{h}"
+
+
+# ------------------------------------------------------------------------------------------------ tokenizers
+def _train_tokenizer(special: list[str], vocab_size: int, eos: str, pad: str, chat_template: str,
+                     bos: str | None = None, extra: dict | None = None):
+    """Byte-level BPE trained on the bundled corpus; special tokens get ids 0..len(special)-1 in order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([corpus_text()], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos,
+                                   **(extra or {}))
+    fast.chat_template = chat_template
+    fast.model_max_length = 32768
+    return fast, {s: fast.convert_tokens_to_ids(s) for s in special}
+
+
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_TEXT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for item in message['content'] %}{%- if 'text' in item %}{{- item['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+QWEN3_VL_SPECIAL = QWEN_SPECIAL + ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+                                   "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+                                   "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN3_VL_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for item in message['content'] %}"
+    "{%- if item['type'] == 'image' or item['type'] == 'image_url' or 'image' in item %}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif item['type'] == 'video' or 'video' in item %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in item %}{{- item['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+# HunyuanOCR's real token strings; ids are small because the vocab is tiny.
+HY_BOS, HY_EOS, HY_PAD = "<｜hy_begin▁of▁sentence｜>", "<｜hy_end▁of▁sentence｜>", "<｜hy_▁pad▁｜>"
+HY_SYS_END, HY_USER, HY_ASSIST = "<｜hy_place▁holder▁no▁3｜>", "<｜hy_User｜>", "<｜hy_Assistant｜>"
+HY_IM_START, HY_IM_END, HY_IM_TOK, HY_IM_NL = ("<｜hy_place▁holder▁no▁100｜>", "<｜hy_place▁holder▁no▁101｜>",
+                                              "<｜hy_place▁holder▁no▁102｜>", "<｜hy_place▁holder▁no▁103｜>")
+HY_SPECIAL = [HY_BOS, HY_EOS, HY_PAD, HY_SYS_END, HY_USER, HY_ASSIST, HY_IM_START, HY_IM_END, HY_IM_TOK, HY_IM_NL]
+# HunyuanOCR's template shape: BOS [system] <no_3>, each user turn ends with <hy_User>, each assistant turn with
+# <hy_Assistant>...EOS. The generation prompt is empty: the model answers right after <hy_User>.
+HY_TEMPLATE = (
+    "{{- '" + HY_BOS + "' }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- if messages[0]['content'] is string %}{{- messages[0]['content'] }}{%- else %}"
+    "{%- for item in messages[0]['content'] %}{%- if 'text' in item %}{{- item['text'] }}{%- endif %}{%- endfor %}"
+    "{%- endif %}{%- set msgs = messages[1:] %}"
+    "{%- else %}{%- set msgs = messages %}{%- endif %}"
+    "{{- '" + HY_SYS_END + "' }}"
+    "{%- for message in msgs %}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for item in message['content'] %}"
+    "{%- if item['type'] == 'image' or item['type'] == 'image_url' or 'image' in item %}"
+    "{{- '" + HY_IM_START + HY_IM_TOK + HY_IM_END + "' }}"
+    "{%- elif 'text' in item %}{{- item['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{%- if message['role'] == 'user' %}{{- '" + HY_USER + "' }}"
+    "{%- else %}{{- '" + HY_EOS + "' }}{%- endif %}"
+    "{%- endfor %}")
+
+QA_SPECIAL = QWEN_SPECIAL + ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+QA_TEMPLATE = (  # Qwen2-Audio-7B-Instruct's template
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or content['type'] == 'audio_url' or 'audio' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+# ------------------------------------------------------------------------------------------------ builders
+def _text_cfg(s: TinySpec, vocab: int, **kw) -> dict:
+    return dict(vocab_size=vocab, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+                num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads,
+                head_dim=s.head_dim, max_position_embeddings=s.max_position_embeddings, **kw)
+
+
+def _build_text(s: TinySpec, out: Path):
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    tok, ids = _train_tokenizer(QWEN_SPECIAL, s.vocab_size, "<|im_end|>", "<|endoftext|>", QWEN_TEXT_TEMPLATE)
+    cfg = Qwen3Config(**_text_cfg(s, len(tok), rope_theta=1000000.0, tie_word_embeddings=False,
+                                  eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]))
+    model = Qwen3ForCausalLM(cfg)
+    gen = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+                           do_sample=False)
+    return model, tok, None, gen
+
+
+def _build_qwen3_vl(s: TinySpec, out: Path):
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+    tok, ids = _train_tokenizer(QWEN3_VL_SPECIAL, s.vocab_size, "<|im_end|>", "<|endoftext|>", QWEN3_VL_TEMPLATE)
+    half = s.head_dim // 2  # interleaved M-RoPE sections must sum to head_dim/2
+    section = [half - 2 * (half // 3), half // 3, half // 3]
+    cfg = Qwen3VLConfig(
+        text_config=_text_cfg(s, len(tok), rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                                            "mrope_section": section, "mrope_interleaved": True},
+                              tie_word_embeddings=False, eos_token_id=ids["<|im_end|>"],
+                              pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=s.tower_layers, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=s.hidden_size,
+                           num_position_embeddings=576, deepstack_visual_indexes=list(range(min(2, s.tower_layers)))),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False)
+    cfg.eos_token_id, cfg.pad_token_id = ids["<|im_end|>"], ids["<|endoftext|>"]
+    model = Qwen3VLForConditionalGeneration(cfg)
+    # patch 16 x merge 2 = 32 px per LLM token; at most 256x256 px = 64 image tokens
+    pix = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ip = Qwen2VLImageProcessorPil(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 256 * 256}, **pix)
+    vp = Qwen3VLVideoProcessor(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 256 * 256 * 4}, **pix)
+    proc = Qwen3VLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, chat_template=QWEN3_VL_TEMPLATE)
+    gen = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+                           do_sample=False)
+    return model, tok, proc, gen
+
+
+def _build_hunyuan_vl(s: TinySpec, out: Path):
+    from transformers import GenerationConfig, HunYuanVLConfig, HunYuanVLForConditionalGeneration, HunYuanVLProcessor
+    from transformers.models.hunyuan_vl.image_processing_pil_hunyuan_vl import HunYuanVLImageProcessorPil
+    tok, ids = _train_tokenizer(
+        HY_SPECIAL, s.vocab_size, HY_EOS, HY_PAD, HY_TEMPLATE, bos=HY_BOS,
+        extra={"extra_special_tokens": {"image_token": HY_IM_TOK, "image_start_token": HY_IM_START,
+                                        "image_end_token": HY_IM_END}})
+    quarter = s.head_dim // 8  # HunyuanOCR: xdrope_section [16]*4 at head_dim 128 -> head_dim/8 each
+    cfg = HunYuanVLConfig(
+        text_config=_text_cfg(
+            s, len(tok), rope_parameters={"rope_type": "xdrope", "rope_theta": 10000.0, "alpha": 1000.0,
+                                          "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
+                                          "mscale_all_dim": 1.0, "xdrope_section": [quarter] * 4},
+            tie_word_embeddings=True, bos_token_id=ids[HY_BOS], eos_token_id=ids[HY_EOS], pad_token_id=ids[HY_PAD],
+            eod_token_id=ids[HY_EOS], sep_token_id=ids[HY_SYS_END]),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                           num_hidden_layers=s.tower_layers, patch_size=16, spatial_merge_size=2, max_image_size=512,
+                           min_image_size=64, out_hidden_size=s.hidden_size, text_hidden_size=s.hidden_size,
+                           img_max_token_num=1024, max_vit_seq_len=1024),
+        image_token_id=ids[HY_IM_TOK], im_start_id=ids[HY_IM_START], im_end_id=ids[HY_IM_END],
+        im_newline_id=ids[HY_IM_NL], tie_word_embeddings=True)
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = ids[HY_BOS], ids[HY_EOS], ids[HY_PAD]
+    model = HunYuanVLForConditionalGeneration(cfg)
+    # patch 16 x merge 2 = 32 px grid; at most 256x256 px -> 8x8 merged grid -> 8*(8+1)+2 = 74 tokens
+    ip = HunYuanVLImageProcessorPil(patch_size=16, temporal_patch_size=1, merge_size=2,
+                                    size={"shortest_edge": 64 * 64, "longest_edge": 256 * 256})
+    proc = HunYuanVLProcessor(image_processor=ip, tokenizer=tok, chat_template=HY_TEMPLATE)
+    gen = GenerationConfig(bos_token_id=ids[HY_BOS], eos_token_id=[ids[HY_EOS]], pad_token_id=ids[HY_PAD],
+                           do_sample=False)
+    return model, tok, proc, gen
+
+
+def _build_qwen2_audio(s: TinySpec, out: Path):
+    from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration,
+                              Qwen2AudioProcessor, WhisperFeatureExtractor)
+    tok, ids = _train_tokenizer(QA_SPECIAL, s.vocab_size, "<|im_end|>", "<|endoftext|>", QA_TEMPLATE)
+    text = _text_cfg(s, len(tok), model_type="qwen2", rope_theta=10000.0, tie_word_embeddings=False,
+                     eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                     bos_token_id=ids["<|endoftext|>"])
+    text.pop("head_dim")  # Qwen2 derives it from hidden/heads
+    if s.hidden_size // s.num_heads != s.head_dim:
+        raise ValueError("qwen2_audio tiny targets need hidden_size == num_heads * head_dim")
+    cfg = Qwen2AudioConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=s.tower_layers, encoder_attention_heads=2,
+                          encoder_ffn_dim=128, d_model=64, max_source_positions=1500),
+        text_config=text, audio_token_index=ids["<|AUDIO|>"])
+    cfg.eos_token_id, cfg.pad_token_id = ids["<|im_end|>"], ids["<|endoftext|>"]
+    model = Qwen2AudioForConditionalGeneration(cfg)
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
+                                 padding_value=0.0, return_attention_mask=True)
+    proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QA_TEMPLATE)
+    gen = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+                           do_sample=False)
+    return model, tok, proc, gen
+
+
+_BUILDERS = {"text": _build_text, "qwen3_vl": _build_qwen3_vl, "hunyuan_vl": _build_hunyuan_vl,
+             "qwen2_audio": _build_qwen2_audio}
+
+
+def _fix_qwen2_audio_keys(out: Path) -> None:
+    """transformers 5.19's save_pretrained writes `language_model.model.model.*` for Qwen2-Audio (it reverses two
+    renamings); the Hub layout, which vLLM loads and transformers reads back identically, is `language_model.model.*`."""
+    from safetensors.torch import load_file, save_file
+    p = out / "model.safetensors"
+    sd = load_file(str(p))
+    if any(k.startswith("language_model.model.model.") for k in sd):
+        sd = {k.replace("language_model.model.model.", "language_model.model."): v for k, v in sd.items()}
+        save_file(sd, str(p), metadata={"format": "pt"})
+
+
+def build_tiny_target(family: str, out_dir: str | os.PathLike, **overrides) -> Path:
+    """Build a tiny target of `family` into `out_dir` (atomically). Returns the path."""
+    import torch
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(FAMILY_NAMES)}")
+    spec = TinySpec(family=family, **overrides)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        torch.manual_seed(spec.seed)
+        model, tok, proc, gen = _BUILDERS[family](spec, tmp)
+        model = model.to(torch.float32).eval()
+        if spec.pretrain_steps:
+            from .pretrain import pretrain_text_stack
+            pretrain_text_stack(model, tok, spec)
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        if family == "qwen2_audio":
+            _fix_qwen2_audio_keys(tmp)
+        gen.save_pretrained(tmp)
+        if proc is not None:
+            proc.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def cached_tiny_target(family: str, cache_dir: str | os.PathLike | None = None, **overrides) -> Path:
+    """Build once per spec into a cache folder (default $EAGLE3_CACHE or ~/.cache/eagle3-plugin/tiny)."""
+    spec = TinySpec(family=family, **overrides)
+    root = Path(cache_dir or os.environ.get("EAGLE3_CACHE") or Path.home() / ".cache" / "eagle3-plugin") / "tiny"
+    out = root / spec.key()
+    if not (out / "tiny_spec.json").exists():
+        build_tiny_target(family, out, **overrides)
+    return out
