@@ -24,6 +24,11 @@ def _check(args) -> int:
     return check_draft(args.draft, args.target)
 
 
+def _demo(args) -> int:
+    from eagle3_plugin.demo import run
+    return run(args.workdir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eagle3-train",
@@ -51,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("draft", help="draft directory (config.json + model.safetensors)")
     c.add_argument("--target", help="target model directory, to check vocab, hidden size and aux layer ids")
     c.set_defaults(func=_check)
+    m = sub.add_parser("demo", help="tiny target -> EAGLE-3 draft -> vLLM with and without it: lossless, AL, speed")
+    m.add_argument("--workdir", default="eagle3-demo", help="where targets and drafts are written")
+    m.set_defaults(func=_demo)
     return p
 
 

