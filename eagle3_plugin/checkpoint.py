@@ -124,9 +124,10 @@ def expected_shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def save_draft(out_dir: str | os.PathLike, cfg: Mapping[str, Any], tensors: Mapping[str, Any],
-               extra_files: Mapping[str, str] | None = None) -> Path:
+               extra_files: Mapping[str, str] | None = None, keep: tuple[str, ...] = ()) -> Path:
     """Write config.json + model.safetensors atomically: a temp dir next to ``out_dir``, then a rename.
-    A reader never sees a half-written draft, and a crash leaves the previous one intact."""
+    A reader never sees a half-written draft, and a crash leaves the previous one intact. Entries named in
+    ``keep`` (e.g. the trainer's state folder) are carried over from the previous directory."""
     import torch
     from safetensors.torch import save_file
 
@@ -148,6 +149,9 @@ def save_draft(out_dir: str | os.PathLike, cfg: Mapping[str, Any], tensors: Mapp
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=False) + "\n")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        for name in keep:
+            if (out / name).exists():
+                os.replace(out / name, tmp / name)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -34,7 +34,9 @@ def run(engines: list[str] | None = None) -> int:
     for engine in engines:
         print(f"\n{engine}: {_version(engine)}")
         try:
-            report = importlib.import_module(f"eagle3_plugin.{engine}").register()
+            adapter = importlib.import_module(f"eagle3_plugin.{engine}")
+            # SGLang items attach when SGLang imports the modules they patch: full_report() imports them all
+            report = adapter.full_report() if hasattr(adapter, "full_report") else adapter.register()
         except Exception as e:  # noqa: BLE001
             print(f"  registration raised {type(e).__name__}: {e}")
             status = 1

@@ -24,6 +24,39 @@ def _check(args) -> int:
     return check_draft(args.draft, args.target)
 
 
+def _train(args) -> int:
+    from eagle3_plugin.trainer.loop import TrainConfig, train
+    if not (args.data or args.features):
+        raise SystemExit("eagle3-train train: give --data JSONL (online) or --features DIR (offline)")
+    cfg = TrainConfig(target=args.target, output=args.output, data=args.data, features=args.features,
+                      eval_data=args.eval_data, max_steps=args.max_steps, num_epochs=args.num_epochs,
+                      max_length=args.max_length, lr=args.lr, batch_size=args.batch_size, ttt_steps=args.ttt_steps,
+                      ttt_decay=args.ttt_decay, draft_vocab_size=args.draft_vocab_size, seed=args.seed,
+                      warmup_steps=args.warmup_steps, eval_every=args.eval_every, save_every=args.save_every,
+                      lm_head_init=args.lm_head_init, wandb_project=args.wandb_project,
+                      aux_layer_ids=args.aux_layer_ids, progress=not args.no_progress)
+    train(cfg)
+    return 0
+
+
+def _dump(args) -> int:
+    import json
+    from pathlib import Path
+    from eagle3_plugin.families import family_for_target
+    from eagle3_plugin.trainer.data import LoadReport, Tokenizer, load_samples
+    from eagle3_plugin.trainer.features import dump_features
+    tcfg = json.loads((Path(args.target) / "config.json").read_text())
+    fam = family_for_target(tcfg)
+    report = LoadReport()
+    samples = load_samples(args.data, Tokenizer(args.target, fam), args.max_length, report)
+    for e in report.errors:
+        print(f"warning: {e}")
+    print(f"data: {report.summary()}")
+    aux = args.aux_layer_ids or list(fam.default_aux_layer_ids(tcfg))
+    dump_features(args.target, samples, args.output, aux)
+    return 0
+
+
 def _demo(args) -> int:
     from eagle3_plugin.demo import run
     return run(args.workdir)
@@ -56,6 +89,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("draft", help="draft directory (config.json + model.safetensors)")
     c.add_argument("--target", help="target model directory, to check vocab, hidden size and aux layer ids")
     c.set_defaults(func=_check)
+    tr = sub.add_parser("train", help="train an EAGLE-3 draft (online from a live target, or offline from features)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Online: --data conversations.jsonl (the target runs alongside the draft). "
+                                    "Offline: --features DIR from `eagle3-train dump-features`. The output directory "
+                                    "is a draft vLLM and SGLang load directly; re-running resumes from its state.")
+    tr.add_argument("--target", required=True, help="target model directory (HF format)")
+    tr.add_argument("--data", help="training conversations (jsonl, seed format)")
+    tr.add_argument("--features", help="dumped target features (offline training)")
+    tr.add_argument("--eval-data", help="held-out conversations (default: 5%% of --data)")
+    tr.add_argument("--output", "-o", required=True, help="draft directory to write")
+    tr.add_argument("--max-steps", type=int, default=0, help="optimizer steps (0: --num-epochs over the data)")
+    tr.add_argument("--num-epochs", type=int, default=1)
+    tr.add_argument("--max-length", type=int, default=2048, help="tokens per conversation (media never cut)")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--warmup-steps", type=int, default=20)
+    tr.add_argument("--batch-size", type=int, default=1, help="conversations per optimizer step")
+    tr.add_argument("--ttt-steps", type=int, default=7, help="training-time-test unroll length")
+    tr.add_argument("--ttt-decay", type=float, default=0.8, help="loss weight decay per unroll step")
+    tr.add_argument("--draft-vocab-size", type=int, default=32000)
+    tr.add_argument("--lm-head-init", choices=["target", "random"], default="target",
+                    help="start the draft head from the target's lm_head rows, or from random")
+    tr.add_argument("--aux-layer-ids", type=int, nargs=3, help="target layers feeding the draft (default: family)")
+    tr.add_argument("--eval-every", type=int, default=100)
+    tr.add_argument("--save-every", type=int, default=100)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--wandb-project", help="also log to Weights & Biases")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    df = sub.add_parser("dump-features", help="run the target once over the data and store the draft's features",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    df.add_argument("--target", required=True)
+    df.add_argument("--data", required=True)
+    df.add_argument("--output", "-o", required=True, help="features directory (resumable)")
+    df.add_argument("--max-length", type=int, default=2048)
+    df.add_argument("--aux-layer-ids", type=int, nargs=3)
+    df.set_defaults(func=_dump)
+
     m = sub.add_parser("demo", help="tiny target -> EAGLE-3 draft -> vLLM with and without it: lossless, AL, speed")
     m.add_argument("--workdir", default="eagle3-demo", help="where targets and drafts are written")
     m.set_defaults(func=_demo)

@@ -103,6 +103,10 @@ class Target:
             if kwargs.get("position_ids") is not None:
                 seen["position_ids"] = kwargs["position_ids"].detach()
         hooks.append(self.lm.register_forward_pre_hook(lm_pre, with_kwargs=True))
+
+        def head_pre(_m, args):      # the final (normed) hidden state: what offline training re-projects
+            seen["last_hidden"] = args[0].detach()
+        hooks.append(self.model.get_output_embeddings().register_forward_pre_hook(head_pre))
         try:
             inputs = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
             out = self.model(**inputs, use_cache=False)
@@ -110,7 +114,8 @@ class Target:
             for h in hooks:
                 h.remove()
         aux = torch.cat([captured[i] for i in aux_layer_ids], dim=-1)
-        return TargetFeatures(aux=aux, logits=out.logits.float(), positions=self.draft_positions(inputs, seen))
+        return TargetFeatures(aux=aux, logits=out.logits.float(), positions=self.draft_positions(inputs, seen),
+                              last_hidden=seen.get("last_hidden"))
 
     def draft_positions(self, inputs: dict, seen: dict) -> torch.Tensor:
         ids = inputs["input_ids"]

@@ -2,6 +2,8 @@
 
 Called from the ``sglang.srt.plugins`` entry point by SGLang's ``load_plugins()`` (launcher, engine, every scheduler).
 SGLang only logs plugin exceptions, so silence is the failure mode: everything we skip is logged with its reason.
+Each item is applied right after SGLang imports the module it patches (see registration.py), so ``REPORT`` fills in
+as SGLang loads; ``full_report()`` imports those modules and returns the complete report (for ``doctor``).
 """
 from __future__ import annotations
 
@@ -57,4 +59,21 @@ def register() -> list[Item]:
     for item in REPORT:
         if item.status == "skipped":
             log.warning("eagle3-plugin: %s not registered: %s", item.name, item.reason)
+    return REPORT
+
+
+def full_report() -> list[Item]:
+    """register(), then import the SGLang modules our items attach to, so every item has run; the full REPORT."""
+    register()
+    if any(i.name == "sglang" for i in REPORT):      # version gate or import failed: nothing was attached
+        return REPORT
+    try:
+        impl = importlib.import_module("eagle3_plugin.sglang.registration")
+    except ModuleNotFoundError:
+        return REPORT
+    for module in impl.WATCHED_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001
+            REPORT.append(Item(module, "skipped", f"cannot import: {type(e).__name__}: {e}"))
     return REPORT

@@ -102,6 +102,7 @@ class _FamilyDraft(LlamaForCausalLMEagle3):
                 forward_batch.extend_seq_lens_cpu, 1, int(self.config.vocab_size), self._placeholder_ids)
         return self.model.embed_tokens(input_ids)
 
+    @torch.no_grad()
     def forward(self, input_ids, positions, forward_batch, input_embeds=None, *args, **kwargs):
         # Also when SGLang passes input_embeds: its prefill CUDA-graph path hands the draft the target's merged
         # multimodal embeddings there. PP ranks > 0 pass no ids and keep theirs.

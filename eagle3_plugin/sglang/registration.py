@@ -11,6 +11,7 @@ controller) and registers in every process that does (launcher / tokenizer manag
   worker     EagleDraftWorker._draft_extend_for_prefill wrapped so our drafts get the real placeholder ids on every
              prefill path (see drafts.wrap_draft_extend_for_prefill)
   targets    Qwen2AudioForConditionalGeneration + set_eagle3_layers_to_capture / get_embed_and_head
+             (+ the audio encoder's padding mask, as transformers/vLLM apply it: the aux states depend on it)
              HunYuanVLForConditionalGeneration native port -> ModelRegistry, its processor -> PROCESSOR_MAPPING,
              its name -> multimodal_model_archs
              Qwen3VLForConditionalGeneration: native (reported only)
@@ -48,23 +49,18 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.callbacks: dict[str, list[Callable]] = {}
-        self._busy = threading.local()
 
     def find_spec(self, name, path=None, target=None):
-        if name not in self.callbacks or getattr(self._busy, name.replace(".", "_"), False):
+        if name not in self.callbacks:
             return None
-        setattr(self._busy, name.replace(".", "_"), True)
-        try:
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(name, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-        finally:
-            setattr(self._busy, name.replace(".", "_"), False)
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
@@ -240,12 +236,15 @@ def _wrap_worker(module) -> None:
     _report(name, "registered", "placeholder ids restored for our drafts on every prefill path")
 
 
+ITEMS = ((M_MODEL_CONFIG, _register_mm_arch), (M_QWEN2_AUDIO, _patch_qwen2_audio), (M_QWEN3_VL, _check_qwen3_vl),
+         (M_REGISTRY, _register_drafts), (M_REGISTRY, _register_hunyuan_model),
+         (M_MM_PROC, _register_hunyuan_processor), (M_EAGLE_WORKER, _wrap_worker))
+WATCHED_MODULES = tuple(dict.fromkeys(m for m, _ in ITEMS))
+
+
 def register(version: str) -> list[Item]:
     """Attach every item to its SGLang module. Returns the items known so far (the rest appear in
     ``eagle3_plugin.sglang.REPORT`` once SGLang imports the module they patch)."""
-    for module, cb in ((M_MODEL_CONFIG, _register_mm_arch), (M_QWEN2_AUDIO, _patch_qwen2_audio),
-                       (M_QWEN3_VL, _check_qwen3_vl), (M_REGISTRY, _register_drafts),
-                       (M_REGISTRY, _register_hunyuan_model),
-                       (M_MM_PROC, _register_hunyuan_processor), (M_EAGLE_WORKER, _wrap_worker)):
+    for module, cb in ITEMS:
         after_import(module, cb)
     return []

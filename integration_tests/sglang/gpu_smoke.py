@@ -77,12 +77,16 @@ def _requests(family: str, target: str, n: int) -> list[dict]:
     return out
 
 
+# head_dim 64: GPU attention kernels do not take the CPU tests' head_dim 32
+TINY_GPU = dict(hidden_size=256, head_dim=64, num_heads=4, num_kv_heads=2, intermediate_size=512)
+
+
 def _tiny(family: str, work: Path) -> tuple[str, str]:
     """A tiny target and a random draft in our checkpoint format (plumbing only)."""
     import torch
     from eagle3_plugin.checkpoint import build_draft_config, expected_shapes, save_draft
     from eagle3_plugin.trainer.tiny import cached_tiny_target
-    target = cached_tiny_target(family)
+    target = cached_tiny_target(family, **TINY_GPU)
     draft = work / f"draft-{family}"
     cfg = build_draft_config(json.loads((target / "config.json").read_text()))
     g = torch.Generator().manual_seed(0)

@@ -98,7 +98,7 @@ def plugin_registration():
     eps = [e.name for e in md.entry_points(group="sglang.srt.plugins")]
     return {
         "entry_points": eps, "register_ran": bool(ours._done),
-        "report": {i.name: [i.status, i.reason] for i in ours.REPORT},
+        "report": {i.name: [i.status, i.reason] for i in ours.full_report()},
         "resolved": resolved,
         "qwen2_audio_methods": {m: hasattr(QA, m) for m in ("set_eagle3_layers_to_capture", "get_embed_and_head")},
         "qwen2_audio_audio_mask": bool(getattr(QA.get_audio_feature, "__eagle3_plugin_wrapped__", False)),
@@ -241,7 +241,7 @@ def drafts():
         aux = torch.randn(T, 3 * H, generator=g)
         if pos_kind == "mrope":                 # 3 distinct rows, as for text + an image grid
             base = torch.cat([torch.arange(n) for n in seq_lens])
-            positions = torch.stack([base, base + (base % 3), base + 2 * (base % 2)])
+            positions = torch.stack([base, base + 7 * (base % 3), base + 11 * (base % 2)])
         else:
             positions = torch.cat([torch.arange(n) for n in seq_lens])
         fields, real_ids = {}, ids.clone()
@@ -385,6 +385,16 @@ def _processor(mc, path):
 AUX_IDS = [1, 3, 4]   # SGLang convention (eagle_config): output of layer i == HF hidden_states[i + 1]
 
 
+def _trainer_features(path, inputs, aux):
+    """What our trainer trains the draft on (trainer/target.py, vLLM-convention ids = SGLang ids + 1) against what
+    SGLang's target hands its EAGLE worker (the concatenated aux states) and its draft positions."""
+    from eagle3_plugin.trainer.target import Target
+    feats = Target(path).features(dict(inputs), [i + 1 for i in AUX_IDS])
+    T = inputs["input_ids"].shape[1]
+    return {"trainer_aux_maxdiff": maxdiff(torch.cat(aux, dim=-1), feats.aux[0]),
+            "trainer_positions_are_running_index": bool(torch.equal(feats.positions[0], torch.arange(T)))}
+
+
 @check
 def hunyuan_vl_target():
     import asyncio
@@ -424,7 +434,9 @@ def hunyuan_vl_target():
         ref = hf(**inputs, output_hidden_states=True)
     pos_hf, delta = hf.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"])
     embed, head_w = model.get_embed_and_head()
+    trainer = _trainer_features(path, inputs, aux)
     return {
+        **trainer,
         "unwritten_params": unwritten, "num_tokens": T,
         "num_image_tokens": int((torch.tensor(out.input_ids) == mc.hf_config.image_token_id).sum()),
         "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
@@ -473,7 +485,9 @@ def qwen2_audio_target():
     V = ref.logits.shape[-1]
     embed, head_w = model.get_embed_and_head()
     audio_pos = (torch.tensor(out.input_ids) == mc.hf_config.audio_token_index)
+    trainer = _trainer_features(path, inputs, aux)
     return {
+        **trainer,
         "unwritten_params": unwritten, "num_tokens": T, "num_audio_tokens": int(audio_pos.sum()),
         "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
         "layers_to_capture": list(model.language_model.model.layers_to_capture),
@@ -484,6 +498,47 @@ def qwen2_audio_target():
         "mm_input_embeds_set": fb.mm_input_embeds is not None,
         "embed_and_head_shapes": [list(embed.shape), list(head_w.shape)],
     }
+
+
+@check
+def qwen3_vl_target():
+    """SGLang's native Qwen3-VL (EAGLE-3 capture since 0.5.11): capture at every id, deepstack range included, and
+    the draft's M-RoPE rows against the trainer's features for the same image request."""
+    import asyncio
+    import types
+    import sgl_cpu
+    sgl_cpu.init_sglang()
+    from sglang.srt.plugins import load_plugins
+    load_plugins()
+    from sglang.srt.managers.mm_schedule import init_mm_embedding_cache
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from eagle3_plugin import fixtures
+    from eagle3_plugin.trainer.target import Target
+    torch.set_default_dtype(torch.float32)
+    init_mm_embedding_cache(64 << 20)
+    path = tiny_target("qwen3_vl")
+    mc, model, unwritten = _load_sglang_target(path)
+    proc, hf_proc = _processor(mc, path)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read the receipt."}]}]
+    text = hf_proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    image = fixtures.load_image()
+    req = types.SimpleNamespace(image_data=[image], video_data=None, audio_data=None)
+    out = asyncio.run(proc.process_mm_data_async(image_data=[image], input_text=text, request_obj=req))
+    mm, ids, mrope = _sglang_mm_request(mc, out, model)
+    trainer_ids = [1, 2, 3, 4, 5]                       # deepstack adds after layers 0 and 1 in the tiny target
+    model.set_eagle3_layers_to_capture([i - 1 for i in trainer_ids])
+    fb = sgl_cpu.extend_batch([ids.numel()], mm_inputs=[mm], mrope_positions=mrope,
+                              spec_algorithm=SpeculativeAlgorithm.EAGLE3)
+    hidden, head, aux = _run_target(model, ids, mrope, fb)
+    inputs = hf_proc(text=[text], images=[image], return_tensors="pt")
+    feats = Target(path).features(dict(inputs), trainer_ids)
+    H = hidden.shape[-1]
+    return {"unwritten_params": unwritten, "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
+            "trainer_aux_maxdiff": {i: maxdiff(aux[j], feats.aux[0, :, j * H:(j + 1) * H])
+                                    for j, i in enumerate(trainer_ids)},
+            "logits_maxdiff": maxdiff(hidden @ head.weight[:feats.logits.shape[-1]].T, feats.logits[0]),
+            "draft_mrope_rows_equal_trainer": bool(torch.equal(feats.positions[:, 0], mrope)),
+            "mrope_rows_distinct": bool((mrope[1] != mrope[0]).any())}
 
 
 def main(argv):

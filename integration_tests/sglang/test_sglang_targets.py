@@ -5,6 +5,7 @@ the real HF processor, ``MultimodalInputs.from_processor_output``, ``pad_input_i
 bookkeeping, ``general_mm_embed_routine`` with the embedding cache) matches transformers'
 HunYuanVLForConditionalGeneration logits, and its EAGLE-3 capture matches transformers' hidden states.
 Qwen2-Audio: SGLang's model with our capture methods, same comparison.
+Qwen3-VL: SGLang's native model; its capture and the draft's M-RoPE rows against the trainer's features.
 Both sides run fp32, so the tolerance is tight; each has a control that must fail.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ CONTROL_MIN = 1e-2  # observed 0.13 - 0.18
 
 @pytest.fixture(scope="module")
 def targets(sgl_run):
-    return sgl_run(["hunyuan_vl_target", "qwen2_audio_target"])
+    return sgl_run(["hunyuan_vl_target", "qwen2_audio_target", "qwen3_vl_target"])
 
 
 def test_hunyuan_vl_request_path_matches_hf(targets):
@@ -45,6 +46,15 @@ def test_hunyuan_vl_capture_matches_hf_hidden_states(targets):
     assert r["embed_and_head_shapes"][0] == r["embed_and_head_shapes"][1]   # tied head, returned by get_embed_and_head
 
 
+@pytest.mark.parametrize("target", ["hunyuan_vl_target", "qwen2_audio_target"])
+def test_sglang_hands_the_draft_what_the_trainer_trains_on(targets, target):
+    """SGLang's concatenated aux states == eagle3_plugin.trainer.target features for the same request (the draft
+    config's SGLang ids are the trainer's ids minus one), and the draft's 1-D positions are the running index."""
+    r = targets[target]
+    assert r["trainer_aux_maxdiff"] < TOL, r
+    assert r["trainer_positions_are_running_index"]
+
+
 def test_qwen2_audio_capture_matches_hf(targets):
     r = targets["qwen2_audio_target"]
     assert r["unwritten_params"] == []
@@ -54,3 +64,11 @@ def test_qwen2_audio_capture_matches_hf(targets):
     assert max(r["aux_maxdiff"]) < TOL, r
     assert r["aux_maxdiff_wrong_layer_control"] > CONTROL_MIN, r
     assert r["mm_input_embeds_set"]
+
+
+def test_qwen3_vl_native_capture_matches_trainer(targets):
+    r = targets["qwen3_vl_target"]
+    assert r["unwritten_params"] == [] and r["input_ids_equal_hf"]
+    assert max(r["trainer_aux_maxdiff"].values()) < TOL, r     # ids 1-2 are inside the deepstack range
+    assert r["logits_maxdiff"] < TOL, r
+    assert r["mrope_rows_distinct"] and r["draft_mrope_rows_equal_trainer"]

@@ -1,0 +1,322 @@
+"""The training loop: data -> vocab -> draft init -> AdamW over fp32 master weights -> TTT steps -> eval -> the best
+draft written (atomically) in the format both engines load, plus an exact-resume training state.
+
+Readable top to bottom, nanoGPT style. One optimizer step = `batch_size` conversations (gradient accumulation; each
+conversation runs through the target alone, so padding never leaks into its hidden states).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from eagle3_plugin.checkpoint import save_draft
+from eagle3_plugin.families import family_for_target
+
+from .data import LoadReport, Tokenizer, load_samples, token_frequencies
+from .draft import Eagle3Draft, init_draft
+from .ttt import ttt_forward
+from .vocab import coverage, draft_vocab_ids
+
+STATE_DIR = "train_state"   # inside the output dir; engines only read config.json + model.safetensors
+
+
+@dataclass
+class TrainConfig:
+    target: str
+    output: str
+    data: str | None = None                 # jsonl (online: features from the live target)
+    features: str | None = None             # dumped features dir (offline)
+    eval_data: str | None = None
+    eval_fraction: float = 0.05             # held out from --data when no --eval-data is given
+    max_steps: int = 0                      # 0 = num_epochs over the data
+    num_epochs: int = 1
+    max_length: int = 2048
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    batch_size: int = 1
+    ttt_steps: int = 7
+    ttt_decay: float = 0.8
+    draft_vocab_size: int = 32000
+    lm_head_init: str = "target"            # "target": rows of the target's lm_head; "random"
+    grad_clip: float = 0.5
+    seed: int = 0
+    eval_every: int = 100
+    save_every: int = 100
+    log_dir: str | None = None              # tensorboard (default OUTPUT/train_state/tb)
+    wandb_project: str | None = None
+    progress: bool = True
+    aux_layer_ids: list[int] | None = None
+
+
+@dataclass
+class History:
+    step: int = 0
+    epoch: int = 0
+    position: int = 0                       # index into this epoch's order
+    best_al: float = -1.0
+    best_step: int = 0
+    evals: list = field(default_factory=list)
+
+
+def _lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+class FeatureSource:
+    """Where target features come from: the live target (online) or a dump (offline). Same interface."""
+
+    def __init__(self, cfg: TrainConfig, aux_ids):
+        self.aux_ids = list(aux_ids)
+        self.offline = cfg.features is not None
+        if self.offline:
+            from .features import FeatureStore
+            self.store = FeatureStore(cfg.features)
+        else:
+            from .target import Target
+            self.target = Target(cfg.target)
+
+    def __call__(self, sample):
+        if self.offline:
+            return self.store.load(sample.id)
+        inputs = {"input_ids": sample.input_ids[None], "attention_mask": torch.ones_like(sample.input_ids)[None],
+                  **sample.mm_inputs}
+        return self.target.features(inputs, self.aux_ids)
+
+
+def _split(samples, cfg: TrainConfig):
+    if cfg.eval_data or len(samples) < 20 or cfg.eval_fraction <= 0:
+        return samples, []
+    rng = random.Random(cfg.seed)
+    idx = list(range(len(samples)))
+    rng.shuffle(idx)
+    n_eval = max(1, int(len(samples) * cfg.eval_fraction))
+    ev = set(idx[:n_eval])
+    return [s for i, s in enumerate(samples) if i not in ev], [samples[i] for i in sorted(ev)]
+
+
+@torch.no_grad()
+def evaluate(draft, samples, features, cfg: TrainConfig) -> dict:
+    draft.eval()
+    correct = [0] * cfg.ttt_steps
+    scored = [0] * cfg.ttt_steps
+    acc_sum = [0.0] * cfg.ttt_steps
+    n0 = 0
+    loss = 0.0
+    for s in samples:
+        f = features(s)
+        l, st = ttt_forward(draft, s.input_ids[None], f.aux, f.logits, f.positions, s.loss_mask[None],
+                            cfg.ttt_steps, cfg.ttt_decay)
+        loss += st.loss * st.tokens
+        n0 += st.tokens
+        for i in range(cfg.ttt_steps):
+            correct[i] += st.correct[i]
+            scored[i] += st.scored[i]
+            acc_sum[i] += st.accept_sum[i]
+    draft.train()
+    n0 = max(n0, 1)
+    return {"loss": loss / n0, "acc": [c / max(s, 1) for c, s in zip(correct, scored)],
+            "sim_al": {k: 1 + acc_sum[k - 1] / n0 for k in (1, 2, 3, 4, 5, 7) if k <= cfg.ttt_steps}}
+
+
+def _save_state(out: Path, draft, opt, hist: History, order, cfg: TrainConfig):
+    """Everything needed to continue exactly: weights (fp32), optimizer, RNG, data position. Atomic."""
+    from safetensors.torch import save_file
+    state = out / STATE_DIR
+    tmp = out / f".{STATE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in draft.state_dict().items()}, str(tmp / "draft_fp32.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "order": order}, tmp / "trainer_state.pt")
+    (tmp / "history.json").write_text(json.dumps(asdict(hist), indent=1))
+    (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if (state / "tb").exists():
+        os.replace(state / "tb", tmp / "tb")
+    old = out / f".{STATE_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if state.exists():
+        os.replace(state, old)
+    os.replace(tmp, state)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(out: Path, draft, opt):
+    from safetensors.torch import load_file
+    state = out / STATE_DIR
+    draft.load_state_dict(load_file(str(state / "draft_fp32.safetensors")))
+    st = torch.load(state / "trainer_state.pt", weights_only=True)   # never unpickle arbitrary objects
+    opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["torch_rng"])
+    random.setstate(_to_tuple(st["python_rng"]))
+    hist = History(**json.loads((state / "history.json").read_text()))
+    return hist, st["order"]
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def _write_best(out: Path, draft, extra_meta: dict):
+    cfg = dict(draft.cfg)
+    cfg["eagle3_plugin"] = {**cfg.get("eagle3_plugin", {}), **extra_meta}
+    save_draft(out, cfg, draft.checkpoint_tensors(), keep=(STATE_DIR,))
+
+
+def train(cfg: TrainConfig) -> dict:
+    from tqdm.auto import tqdm
+    out = Path(cfg.output)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    target_cfg = json.loads((Path(cfg.target) / "config.json").read_text())
+    family = family_for_target(target_cfg)
+    aux_ids = cfg.aux_layer_ids or list(family.default_aux_layer_ids(target_cfg))
+
+    # 1. data (offline: the samples were tokenised at dump time and are stored with the features)
+    report = LoadReport()
+    if cfg.features:
+        from .features import FeatureStore
+        store = FeatureStore(cfg.features)
+        samples = store.samples()
+        aux_ids = store.meta["aux_layer_ids"]
+    else:
+        tok = Tokenizer(cfg.target, family)
+        samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=cfg.progress)
+    eval_samples = []
+    if cfg.eval_data and not cfg.features:
+        eval_samples = load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=cfg.progress)
+    train_samples, held = _split(samples, cfg)
+    eval_samples = eval_samples or held
+    for e in report.errors[:20]:
+        print(f"warning: {e}")
+    if not train_samples:
+        raise SystemExit(f"no usable training conversations ({report.summary()})")
+    print(f"data: {report.summary() if not cfg.features else f'{len(samples)} dumped samples'}; "
+          f"{len(train_samples)} train / {len(eval_samples)} eval")
+
+    # 2. draft vocab from loss-masked token frequencies
+    freq = token_frequencies(train_samples)
+    tc = family.text_config(target_cfg)
+    vocab = int(tc["vocab_size"])
+    ids = draft_vocab_ids(freq, vocab, cfg.draft_vocab_size)
+    print(f"draft vocab: {ids.numel()} of {vocab} tokens, covering {coverage(freq, ids):.1%} of training targets")
+
+    # 3. target features and the draft
+    features = FeatureSource(cfg, aux_ids)
+    if features.offline:
+        embed, head = features.store.embed_weight(), features.store.lm_head_weight()
+    else:
+        embed, head = features.target.embed_weight(), features.target.lm_head_weight()
+    draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
+                       aux_layer_ids=tuple(aux_ids))
+    params = [p for p in draft.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+
+    steps_per_epoch = max(1, len(train_samples) // cfg.batch_size)
+    total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
+    hist = History()
+    order: list[int] = []
+    if (out / STATE_DIR / "trainer_state.pt").exists():
+        hist, order = _load_state(out, draft, opt)
+        print(f"resuming from {out / STATE_DIR} at step {hist.step} (epoch {hist.epoch}, sample {hist.position})")
+    writer = _tensorboard(cfg, out)
+    wb = _wandb(cfg)
+
+    # 4. the loop
+    bar = tqdm(total=total, initial=hist.step, desc="train", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True)
+    tokens_seen, t0 = 0, time.perf_counter()
+    draft.train()
+    while hist.step < total:
+        if not order or hist.position >= len(order):
+            if order:
+                hist.epoch += 1
+            order = list(range(len(train_samples)))
+            random.Random(cfg.seed + hist.epoch).shuffle(order)
+            hist.position = 0
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_at(hist.step, cfg, total)
+        opt.zero_grad(set_to_none=True)
+        stats = []
+        for _ in range(cfg.batch_size):
+            if hist.position >= len(order):
+                break
+            s = train_samples[order[hist.position]]
+            hist.position += 1
+            f = features(s)
+            loss, st = ttt_forward(draft, s.input_ids[None], f.aux, f.logits, f.positions, s.loss_mask[None],
+                                   cfg.ttt_steps, cfg.ttt_decay)
+            (loss / cfg.batch_size).backward()
+            stats.append(st)
+            tokens_seen += s.num_tokens
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        hist.step += 1
+        n0 = sum(st.tokens for st in stats) or 1
+        acc0 = sum(st.correct[0] for st in stats) / max(1, sum(st.scored[0] for st in stats))
+        al3 = 1 + sum(st.accept_sum[min(2, cfg.ttt_steps - 1)] for st in stats) / n0
+        tps = tokens_seen / (time.perf_counter() - t0)
+        loss_v = sum(st.loss * st.tokens for st in stats) / n0
+        bar.set_postfix(loss=f"{loss_v:.3f}", acc0=f"{acc0:.2f}", al3=f"{al3:.2f}", tok_s=f"{tps:.0f}")
+        bar.update(1)
+        if writer:
+            writer.add_scalar("train/loss", loss_v, hist.step)
+            writer.add_scalar("train/acc_0", acc0, hist.step)
+            writer.add_scalar("train/sim_al_k3", al3, hist.step)
+            writer.add_scalar("train/lr", opt.param_groups[0]["lr"], hist.step)
+            writer.add_scalar("train/grad_norm", float(gnorm), hist.step)
+            writer.add_scalar("train/tokens_per_s", tps, hist.step)
+        if wb:
+            wb.log({"train/loss": loss_v, "train/acc_0": acc0, "train/sim_al_k3": al3}, step=hist.step)
+        last = hist.step >= total
+        if eval_samples and (hist.step % cfg.eval_every == 0 or last):
+            ev = evaluate(draft, eval_samples, features, cfg)
+            hist.evals.append({"step": hist.step, **ev})
+            al = ev["sim_al"].get(3, ev["sim_al"][max(ev["sim_al"])])
+            bar.write(f"eval step {hist.step}: loss {ev['loss']:.3f} acc {[round(a, 2) for a in ev['acc']]} "
+                      f"sim AL(k=3) {al:.2f}")
+            if writer:
+                writer.add_scalar("eval/sim_al_k3", al, hist.step)
+                for i, a in enumerate(ev["acc"]):
+                    writer.add_scalar(f"eval/acc_{i}", a, hist.step)
+            if al > hist.best_al:
+                hist.best_al, hist.best_step = al, hist.step
+                _write_best(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4)})
+        elif not eval_samples and (hist.step % cfg.save_every == 0 or last):
+            hist.best_step = hist.step
+            _write_best(out, draft, {"trained_steps": hist.step})
+        if hist.step % cfg.save_every == 0 or last:
+            _save_state(out, draft, opt, hist, order, cfg)
+    bar.close()
+    if writer:
+        writer.close()
+    result = {"steps": hist.step, "best_step": hist.best_step, "best_eval_sim_al_k3": hist.best_al,
+              "data": report.summary(), "output": str(out)}
+    print(f"done: {json.dumps(result)}")
+    return result
+
+
+def _tensorboard(cfg: TrainConfig, out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard is optional
+        return None
+    return SummaryWriter(cfg.log_dir or str(out / STATE_DIR / "tb"))
+
+
+def _wandb(cfg: TrainConfig):
+    if not cfg.wandb_project:
+        return None
+    import wandb
+    return wandb.init(project=cfg.wandb_project, config=asdict(cfg))
