@@ -57,6 +57,14 @@ def _dump(args) -> int:
     return 0
 
 
+def _regenerate(args) -> int:
+    from eagle3_plugin.trainer.regenerate import RegenConfig, regenerate
+    c = regenerate(RegenConfig(input=args.input, output=args.output, base_url=args.base_url, model=args.model,
+                               concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature),
+                   progress=not args.no_progress)
+    return 1 if c["failed"] else 0
+
+
 def _demo(args) -> int:
     from eagle3_plugin.demo import run
     return run(args.workdir)
@@ -117,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--wandb-project", help="also log to Weights & Biases")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
+
+    rg = sub.add_parser("regenerate", help="rewrite assistant turns with the target through an OpenAI-compatible server",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Start the target first, e.g. `vllm serve TARGET`. Resumable; bad lines and failed "
+                                    "requests go to OUTPUT.errors.jsonl.")
+    rg.add_argument("--input", "-i", required=True, help="conversations jsonl (seed format)")
+    rg.add_argument("--output", "-o", required=True, help="jsonl to append regenerated conversations to")
+    rg.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    rg.add_argument("--model", help="served model name (default: the server's first model)")
+    rg.add_argument("--concurrency", type=int, default=8)
+    rg.add_argument("--max-tokens", type=int, default=512)
+    rg.add_argument("--temperature", type=float, default=0.0)
+    rg.add_argument("--no-progress", action="store_true")
+    rg.set_defaults(func=_regenerate)
 
     df = sub.add_parser("dump-features", help="run the target once over the data and store the draft's features",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
