@@ -67,7 +67,8 @@ def _regenerate(args) -> int:
 
 def _demo(args) -> int:
     from eagle3_plugin.demo import run
-    return run(args.workdir)
+    fams = ("text", "qwen3_vl", "hunyuan_vl", "qwen2_audio") if args.families == ["all"] else tuple(args.families)
+    return run(args.workdir, fams, k=args.k)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--aux-layer-ids", type=int, nargs=3)
     df.set_defaults(func=_dump)
 
-    m = sub.add_parser("demo", help="tiny target -> EAGLE-3 draft -> vLLM with and without it: lossless, AL, speed")
-    m.add_argument("--workdir", default="eagle3-demo", help="where targets and drafts are written")
+    m = sub.add_parser("demo", help="tiny target -> regenerate -> train -> vLLM with/without the draft: lossless, AL, speed")
+    m.add_argument("--workdir", default="eagle3-demo", help="where targets, data and drafts are written")
+    m.add_argument("--families", nargs="+", default=["text", "qwen3_vl"],
+                   choices=["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio", "all"])
+    m.add_argument("--k", type=int, default=3, help="num_speculative_tokens")
     m.set_defaults(func=_demo)
     return p
 

@@ -157,3 +157,29 @@ def spec_counters(llm) -> dict:
         if "vllm:spec_decode_num_accepted_tokens_per_pos" in m else []
     return {"drafts": get("vllm:spec_decode_num_drafts"), "draft_tokens": get("vllm:spec_decode_num_draft_tokens"),
             "accepted": get("vllm:spec_decode_num_accepted_tokens"), "per_pos": per_pos}
+
+
+# ------------------------------------------------------------------------------------- servers and pipelines
+PRETRAIN_STEPS = 200          # tiny targets for engine tests write structured text (see trainer/pretrain.py)
+PROMPTS = {"text": 240, "qwen3_vl": 120, "hunyuan_vl": 120, "qwen2_audio": 96}
+TRAIN_STEPS = {"text": 800, "qwen3_vl": 500, "hunyuan_vl": 500, "qwen2_audio": 500}
+MODALITY = {"text": "text", "qwen3_vl": "image", "hunyuan_vl": "image", "qwen2_audio": "audio"}
+
+
+def pretrained(family: str) -> Path:
+    return tiny(family, pretrain_steps=PRETRAIN_STEPS)
+
+
+def pipeline(family: str) -> dict:
+    """The product's pipeline (tiny pretrained target -> regenerate via `vllm serve` -> online training), cached
+    for the whole test run."""
+    from eagle3_plugin.pipeline import PipelineConfig, run_pipeline
+    cfg = PipelineConfig(family=family, workdir=str(CACHE / f"pipeline-{family}"), prompts=PROMPTS[family],
+                         train_steps=TRAIN_STEPS[family], pretrain_steps=PRETRAIN_STEPS)
+    return run_pipeline(cfg, cache_dir=str(CACHE))
+
+
+def heldout_chats(path: Path) -> list[list[dict]]:
+    from eagle3_plugin.trainer.data import read_jsonl
+    from eagle3_plugin.trainer.regenerate import _request_messages
+    return [_request_messages(c.messages[:1], c.media) for c in read_jsonl(path)]

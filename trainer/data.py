@@ -171,6 +171,10 @@ class Tokenizer:
         return text, spans
 
     def encode(self, conv: Conversation) -> Sample:
+        if conv.media and self.processor is None:
+            kinds = sorted({k for k, _ in conv.media})
+            raise DataError(conv.where, f"conversation has {'/'.join(kinds)} content but the target is a text "
+                                        f"model", "drop media conversations from this target's data")
         text, spans = self.assistant_spans(conv.messages)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]

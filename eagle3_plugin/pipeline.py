@@ -1,0 +1,80 @@
+"""The product path in one call, for the demo, benchmarks and tests:
+tiny target -> prompts -> `eagle3-train regenerate` through `vllm serve` -> online training -> a draft directory.
+Every stage is skipped when its output exists, so a rerun continues where it stopped."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODALITY = {"text": "text", "qwen3_vl": "image", "hunyuan_vl": "image", "qwen2_audio": "audio"}
+
+
+@dataclass
+class PipelineConfig:
+    family: str
+    workdir: str
+    prompts: int = 240
+    heldout: int = 12
+    train_steps: int = 800
+    pretrain_steps: int = 200
+    max_tokens: int = 96
+    target: str | None = None        # use this target instead of building a tiny one
+    tiny_overrides: dict | None = None
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bool = False) -> dict:
+    from . import fixtures
+    from .checkpoint import save_draft
+    from .launch import VllmServer
+    from .trainer.draft import init_draft
+    from .trainer.loop import TrainConfig, train
+    from .trainer.regenerate import RegenConfig, regenerate
+    from .trainer.tiny import cached_tiny_target
+
+    work = Path(cfg.workdir)
+    target = Path(cfg.target) if cfg.target else cached_tiny_target(
+        cfg.family, cache_dir=cache_dir or work, pretrain_steps=cfg.pretrain_steps, **(cfg.tiny_overrides or {}))
+    mod = MODALITY[cfg.family]
+    prompts = work / "prompts.jsonl"
+    if not prompts.exists():
+        write_jsonl(prompts, fixtures.prompt_set(cfg.prompts, mod, seed=0))
+    heldout = work / "heldout.jsonl"
+    if not heldout.exists():
+        write_jsonl(heldout, fixtures.prompt_set(cfg.heldout, mod, seed=99))
+    regen = work / "regen.jsonl"
+    if not regen.exists():
+        partial = work / "regen.partial.jsonl"
+        with VllmServer(target, work / "regenerate-server.log",
+                        extra=["--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
+            counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
+                                            max_tokens=cfg.max_tokens, concurrency=16), progress=progress)
+        if counts["failed"]:
+            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations (see {partial}.errors.jsonl)")
+        os.replace(partial, regen)
+    online = work / "draft"
+    if not (online / "model.safetensors").exists() or \
+            json.loads((online / "config.json").read_text())["eagle3_plugin"].get("trained_steps", 0) < cfg.train_steps:
+        train(TrainConfig(target=str(target), data=str(regen), output=str(online), max_steps=cfg.train_steps,
+                          eval_every=max(1, cfg.train_steps // 4), save_every=max(1, cfg.train_steps // 4),
+                          progress=progress, max_length=1024))
+    untrained = work / "draft-untrained"
+    if not (untrained / "model.safetensors").exists():
+        from safetensors.torch import load_file
+        sd = load_file(str(target / "model.safetensors"))
+        embed = next(v for k, v in sd.items() if k.endswith("embed_tokens.weight"))
+        d = init_draft(json.loads((target / "config.json").read_text()), embed, seed=0)
+        save_draft(untrained, d.cfg, d.checkpoint_tensors())
+    return {"target": target, "prompts": prompts, "heldout": heldout, "regen": regen, "online": online,
+            "untrained": untrained, "work": work}

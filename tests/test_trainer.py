@@ -1,0 +1,186 @@
+"""eagle3-train without engines: data errors, loss masks, media-safe truncation, offline features, exact resume
+after kill -9, and `check` on the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from eagle3_plugin import fixtures
+from eagle3_plugin.families import FAMILIES
+from eagle3_plugin.trainer.data import LoadReport, Tokenizer, load_samples, read_jsonl
+from eagle3_plugin.trainer.tiny import cached_tiny_target
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return os.environ.get("EAGLE3_CACHE") or tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def text_target(cache):
+    return cached_tiny_target("text", cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def vl_target(cache):
+    return cached_tiny_target("qwen3_vl", cache_dir=cache)
+
+
+def test_bad_lines_are_reported_with_file_line_and_fix_and_the_rest_is_kept(tmp_path, vl_target):
+    img = tmp_path / "ok.png"
+    fixtures.load_image().save(img)
+    (tmp_path / "corrupt.png").write_bytes(b"not a png at all")
+    good = {"id": "g", "conversations": [{"role": "user", "content": [{"type": "image", "image": "ok.png"},
+                                                                      {"type": "text", "text": "read"}]},
+                                         {"role": "assistant", "content": "RECEIPT"}]}
+    lines = [json.dumps(good),
+             '{"id": "x", "conversations": [',                                                    # 2 malformed
+             json.dumps({"id": "m", "conversations": [{"role": "user", "content": [
+                 {"type": "image", "image": "missing.png"}]}, {"role": "assistant", "content": "a"}]}),  # 3 missing
+             json.dumps({"id": "n", "conversations": [{"role": "user", "content": "hi"}]}),      # 4 no assistant
+             json.dumps({"id": "c", "conversations": [{"role": "user", "content": [
+                 {"type": "image", "image": "corrupt.png"}]}, {"role": "assistant", "content": "a"}]}),  # 5 corrupt
+             json.dumps({"id": "r", "conversations": [{"role": "robot", "content": "hi"}]})]     # 6 bad role
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    report = LoadReport()
+    samples = load_samples(data, Tokenizer(vl_target, FAMILIES["qwen3_vl"]), 2048, report, progress=False)
+    assert [s.id for s in samples] == ["g"]
+    msgs = {e.where.rsplit(":", 1)[1]: str(e) for e in report.errors}
+    assert "malformed JSON" in msgs["2"] and "one JSON object per line" in msgs["2"]
+    assert "file not found" in msgs["3"] and "missing.png" in msgs["3"] and "relative to the jsonl" in msgs["3"]
+    assert "no assistant turn" in msgs["4"] and "regenerate" in msgs["4"]
+    assert "cannot decode media" in msgs["5"]
+    assert "role must be system, user or assistant" in msgs["6"]
+    assert all(str(data) in str(e) for e in report.errors)
+    assert report.summary() == "1/6 conversations kept, 5 bad lines skipped"
+
+
+@pytest.mark.parametrize("family", ["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+def test_loss_mask_is_exactly_the_assistant_turns(family, cache):
+    target = cached_tiny_target(family, cache_dir=cache)
+    tok = Tokenizer(target, FAMILIES[family])
+    want_kind = {"text": "text", "qwen3_vl": "image", "hunyuan_vl": "image", "qwen2_audio": "audio"}[family]
+    convs = [c for c in read_jsonl(fixtures.CONVERSATIONS)
+             if (want_kind == "text" and not c.media) or any(k == want_kind for k, _ in c.media)][:3]
+    assert convs
+    for conv in convs:
+        s = tok.encode(conv)
+        decoded = tok.tokenizer.decode(s.input_ids[s.loss_mask])
+        answers = [p["text"] for m in conv.messages if m["role"] == "assistant" for p in m["content"]]
+        for a in answers:
+            assert a in decoded
+        # nothing but the answers and the template's end-of-turn tokens is trained on
+        rest = decoded
+        for a in answers:
+            rest = rest.replace(a, "", 1)
+        assert len(tok.tokenizer(rest, add_special_tokens=False)["input_ids"]) <= 3 * len(answers)
+        assert not torch.isin(s.input_ids[s.loss_mask], torch.tensor(sorted(tok.placeholder_ids) or [-1])).any()
+
+
+def test_too_long_sample_is_never_cut_inside_media(tmp_path, vl_target):
+    conv = {"id": "long", "conversations": [
+        {"role": "user", "content": [{"type": "text", "text": "Look: "}, {"type": "image", "image": "img.png"}]},
+        {"role": "assistant", "content": "The image shows a receipt. " * 20}]}
+    fixtures.load_image().save(tmp_path / "img.png")
+    (tmp_path / "d.jsonl").write_text(json.dumps(conv) + "\n")
+    tok = Tokenizer(vl_target, FAMILIES["qwen3_vl"])
+    full = load_samples(tmp_path / "d.jsonl", tok, 4096, progress=False)[0]
+    media_end = int(torch.isin(full.input_ids, torch.tensor(sorted(tok.placeholder_ids))).nonzero().max())
+    rep = LoadReport()
+    assert load_samples(tmp_path / "d.jsonl", tok, media_end - 3, rep, progress=False) == []
+    assert rep.too_long == 1 and "media up to token" in str(rep.errors[0]) and "--max-length" in str(rep.errors[0])
+    rep = LoadReport()
+    cut = load_samples(tmp_path / "d.jsonl", tok, media_end + 20, rep, progress=False)[0]
+    assert cut.num_tokens == media_end + 20 and rep.truncated == 1
+    assert torch.equal(cut.input_ids, full.input_ids[:media_end + 20])
+
+
+def test_offline_features_reproduce_online_features(tmp_path, vl_target):
+    from eagle3_plugin.trainer.features import FeatureStore, dump_features
+    from eagle3_plugin.trainer.target import Target
+    tok = Tokenizer(vl_target, FAMILIES["qwen3_vl"])
+    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == "image"][:2]
+    ids = [3, 4, 5]
+    store = FeatureStore(dump_features(vl_target, samples, tmp_path / "f", ids, progress=False))
+    t = Target(vl_target)
+    for key, s in zip([r["key"] for r in store.index], samples):
+        on = t.features({"input_ids": s.input_ids[None], **s.mm_inputs}, ids)
+        off = store.load(key)
+        assert torch.equal(on.positions, off.positions)
+        assert (on.aux - off.aux).abs().max() <= 0.02 * on.aux.abs().max()          # bf16 storage
+        assert (on.logits.argmax(-1) == off.logits.argmax(-1)).float().mean() > 0.97
+
+
+TRAIN = """
+import sys
+from eagle3_plugin.trainer.loop import TrainConfig, train
+if __name__ == "__main__":
+    train(TrainConfig(target=sys.argv[1], data=sys.argv[2], output=sys.argv[3], max_steps=int(sys.argv[4]),
+                      save_every=5, eval_every=1000, progress=False, ttt_steps=3, eval_fraction=0))
+"""
+
+
+def _weights(d: Path):
+    from safetensors.torch import load_file
+    return load_file(str(d / "train_state" / "draft_fp32.safetensors"))
+
+
+def test_exact_resume_after_kill_9(tmp_path, text_target):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    data = fixtures.CONVERSATIONS
+    steps = 120
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(script), str(text_target), str(data), str(ref), str(steps)], check=True,
+                   capture_output=True, timeout=600)
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, str(script), str(text_target), str(data), str(run), str(steps)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hist = run / "train_state" / "history.json"
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and p.poll() is None:
+        try:
+            step = json.loads(hist.read_text())["step"]
+        except (OSError, ValueError):
+            step = 0
+        if step >= 30:
+            p.send_signal(signal.SIGKILL)
+            killed_at = step
+            break
+        time.sleep(0.02)
+    p.wait()
+    assert killed_at is not None and killed_at < steps, "training finished before it could be killed"
+    r = subprocess.run([sys.executable, str(script), str(text_target), str(data), str(run), str(steps)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout
+    a, b = _weights(ref), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training diverged from the uninterrupted run"
+    assert json.loads((run / "train_state" / "history.json").read_text())["step"] == steps
+
+
+def test_check_cli_accepts_a_trained_draft_and_rejects_a_broken_one(tmp_path, text_target):
+    from safetensors.torch import load_file, save_file
+    out = tmp_path / "draft"
+    subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "train", "--target", str(text_target),
+                    "--data", str(fixtures.CONVERSATIONS), "--output", str(out), "--max-steps", "3",
+                    "--no-progress", "--draft-vocab-size", "300"], check=True, capture_output=True, timeout=600)
+    ok = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "check", str(out), "--target",
+                         str(text_target)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK (0 errors" in ok.stdout, ok.stdout
+    sd = load_file(str(out / "model.safetensors"))
+    sd.pop("fc.weight")
+    save_file(sd, str(out / "model.safetensors"))
+    bad = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "check", str(out), "--target",
+                          str(text_target)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "missing tensor 'fc.weight'" in bad.stdout and "FAILED" in bad.stdout
