@@ -1,5 +1,6 @@
-"""Start `vllm serve` as a subprocess on a free loopback port and stop it cleanly (the whole process group).
-Used by the demo, the benchmarks and the tests; a user can equally point those tools at their own server."""
+"""Start a server as a subprocess on a free loopback port, wait for its health endpoint, stop it cleanly (the whole
+process group). `vllm serve` here; the bench launches SGLang the same way. Used by the demo, the benchmarks and the
+tests; a user can equally point those tools at their own server."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+# vLLM's limit_mm_per_prompt per family: one media item per prompt; Qwen3-VL video off (no torchvision on CPU here)
 MEDIA_LIMITS = {"text": None, "qwen3_vl": {"image": 1, "video": 0}, "hunyuan_vl": {"image": 1},
                 "qwen2_audio": {"audio": 1}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def vllm_executable() -> str:
@@ -21,47 +29,30 @@ def vllm_executable() -> str:
     return str(exe) if exe.exists() else "vllm"
 
 
-class VllmServer:
-    def __init__(self, target: str | os.PathLike, log: str | os.PathLike, draft: str | os.PathLike | None = None,
-                 k: int = 3, extra: list[str] | None = None, served_name: str = "target", timeout: float = 300):
-        self.target, self.log_path, self.draft, self.k = Path(target), Path(log), draft, k
-        self.extra, self.served_name, self.timeout = extra or [], served_name, timeout
+class Subprocess:
+    """A command in its own process group, its output in `log`, ready once `health_url` answers."""
 
-    def command(self) -> list[str]:
-        from .families import family_for_target
-        fam = family_for_target(json.loads((self.target / "config.json").read_text())).name
-        cmd = [vllm_executable(), "serve", str(self.target), "--host", "127.0.0.1", "--port", str(self.port),
-               "--served-model-name", self.served_name]
-        if MEDIA_LIMITS[fam]:
-            cmd += ["--limit-mm-per-prompt", json.dumps(MEDIA_LIMITS[fam])]
-        if self.draft:
-            cmd += ["--speculative-config", json.dumps({"method": "eagle3", "model": str(self.draft),
-                                                        "num_speculative_tokens": self.k})]
-        return cmd + self.extra
+    def __init__(self, cmd: list[str], log: str | os.PathLike, health_url: str, timeout: float = 300,
+                 env: dict | None = None):
+        self.cmd, self.log_path, self.health_url, self.timeout = cmd, Path(log), health_url, timeout
+        self.env = {**os.environ, **(env or {})}
 
-    def __enter__(self) -> "VllmServer":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+    def __enter__(self) -> "Subprocess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ})
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=self.env)
         deadline = time.time() + self.timeout
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5)
+                urllib.request.urlopen(self.health_url, timeout=5)
                 return self
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.__exit__(None, None, None)
-                    raise RuntimeError(f"vllm serve did not start (log: {self.log_path}):\n"
+                    raise RuntimeError(f"{' '.join(self.cmd[:3])} ... did not start (log: {self.log_path}):\n"
                                        f"{self.log_path.read_text()[-3000:]}")
                 time.sleep(1)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def __exit__(self, *exc) -> None:
         try:
@@ -73,3 +64,39 @@ class VllmServer:
             except ProcessLookupError:
                 pass
         self.log.close()
+
+
+class VllmServer:
+    """`vllm serve TARGET [--speculative-config ...]` with the family's media limits."""
+
+    def __init__(self, target: str | os.PathLike, log: str | os.PathLike, draft: str | os.PathLike | None = None,
+                 k: int = 3, extra: list[str] | None = None, served_name: str = "target", timeout: float = 300):
+        self.target, self.log_path, self.draft, self.k = Path(target), Path(log), draft, k
+        self.extra, self.served_name, self.timeout = extra or [], served_name, timeout
+
+    def command(self, port: int) -> list[str]:
+        from .families import family_for_target
+        fam = family_for_target(json.loads((self.target / "config.json").read_text())).name
+        cmd = [vllm_executable(), "serve", str(self.target), "--host", "127.0.0.1", "--port", str(port),
+               "--served-model-name", self.served_name, "--enforce-eager", "--dtype", "bfloat16"]
+        if MEDIA_LIMITS[fam]:
+            cmd += ["--limit-mm-per-prompt", json.dumps(MEDIA_LIMITS[fam])]
+        if self.draft:
+            cmd += ["--speculative-config", json.dumps({"method": "eagle3", "model": str(self.draft),
+                                                        "num_speculative_tokens": self.k})]
+        return cmd + self.extra
+
+    def __enter__(self) -> "VllmServer":
+        self.port = free_port()
+        # a small KV cache unless the user sized it (the variable only matters on vLLM's CPU backend)
+        env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        self._proc = Subprocess(self.command(self.port), self.log_path, f"http://127.0.0.1:{self.port}/health",
+                                self.timeout, env).__enter__()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __exit__(self, *exc) -> None:
+        self._proc.__exit__(*exc)

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MODALITY = {"text": "text", "qwen3_vl": "image", "hunyuan_vl": "image", "qwen2_audio": "audio"}
+# (prompts to regenerate, optimizer steps): a few minutes per family on 2 CPU cores
+BUDGET = {"text": (240, 800), "qwen3_vl": (120, 500), "hunyuan_vl": (120, 500), "qwen2_audio": (96, 500)}
 
 
 @dataclass
@@ -22,6 +23,11 @@ class PipelineConfig:
     max_tokens: int = 96
     target: str | None = None        # use this target instead of building a tiny one
     tiny_overrides: dict | None = None
+
+    @classmethod
+    def for_family(cls, family: str, **kw) -> "PipelineConfig":
+        prompts, steps = BUDGET[family]
+        return cls(family=family, prompts=prompts, train_steps=steps, **kw)
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -46,7 +52,8 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
     work = Path(cfg.workdir)
     target = Path(cfg.target) if cfg.target else cached_tiny_target(
         cfg.family, cache_dir=cache_dir or work, pretrain_steps=cfg.pretrain_steps, **(cfg.tiny_overrides or {}))
-    mod = MODALITY[cfg.family]
+    from .families import FAMILIES
+    mod = FAMILIES[cfg.family].modality
     prompts = work / "prompts.jsonl"
     if not prompts.exists():
         write_jsonl(prompts, fixtures.prompt_set(cfg.prompts, mod, seed=0))
@@ -57,7 +64,7 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
     if not regen.exists():
         partial = work / "regen.partial.jsonl"
         with VllmServer(target, work / "regenerate-server.log",
-                        extra=["--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
+                        extra=["--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
             counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
                                             max_tokens=cfg.max_tokens, concurrency=16), progress=progress)
         if counts["failed"]:

@@ -34,7 +34,8 @@ def _train(args) -> int:
                       ttt_decay=args.ttt_decay, draft_vocab_size=args.draft_vocab_size, seed=args.seed,
                       warmup_steps=args.warmup_steps, eval_every=args.eval_every, save_every=args.save_every,
                       lm_head_init=args.lm_head_init, wandb_project=args.wandb_project,
-                      aux_layer_ids=args.aux_layer_ids, progress=not args.no_progress)
+                      aux_layer_ids=args.aux_layer_ids, progress=not args.no_progress, device=args.device,
+                      deepspeed=args.deepspeed)
     train(cfg)
     return 0
 
@@ -63,6 +64,20 @@ def _regenerate(args) -> int:
                                concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature),
                    progress=not args.no_progress)
     return 1 if c["failed"] else 0
+
+
+def _bench(args) -> int:
+    from eagle3_plugin.bench import BenchConfig, run_bench
+    if args.engine in ("vllm", "vllm-serve") and not (args.target or args.url or args.baseline_url):
+        raise SystemExit("eagle3-train bench: give --target (and --draft), or --url/--baseline-url")
+    run_bench(BenchConfig(
+        engine=args.engine, target=args.target, draft=args.draft, data=args.data, dataset=args.dataset,
+        num_prompts=args.num_prompts, output_len=args.output_len, temperature=args.temperature,
+        num_spec_tokens=args.num_spec_tokens, max_num_seqs=args.max_num_seqs, tp=args.tp, seed=args.seed,
+        repeats=args.repeats, max_model_len=args.max_model_len, url=args.url, baseline_url=args.baseline_url,
+        steps=args.steps, topk=args.topk, draft_tokens=args.draft_tokens, server_cmd=args.server_cmd,
+        extra_args=args.server_arg or [], output=args.output, plot=not args.no_plot))
+    return 0
 
 
 def _demo(args) -> int:
@@ -102,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                         description="Online: --data conversations.jsonl (the target runs alongside the draft). "
                                     "Offline: --features DIR from `eagle3-train dump-features`. The output directory "
-                                    "is a draft vLLM and SGLang load directly; re-running resumes from its state.")
+                                    "is a draft vLLM and SGLang load directly; re-running resumes from its state. "
+                                    "Several GPUs: torchrun --nproc-per-node N --no-python eagle3-train train ...")
     tr.add_argument("--target", required=True, help="target model directory (HF format)")
     tr.add_argument("--data", help="training conversations (jsonl, seed format)")
     tr.add_argument("--features", help="dumped target features (offline training)")
@@ -124,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--save-every", type=int, default=100)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--wandb-project", help="also log to Weights & Biases")
+    tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cuda or cpu")
+    tr.add_argument("--deepspeed", metavar="zero1|zero2|CONFIG.json",
+                    help="DeepSpeed ZeRO for the draft's optimizer state and gradients (run under torchrun or "
+                         "deepspeed; --batch-size must divide by the number of processes)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
 
@@ -149,6 +169,50 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--max-length", type=int, default=2048)
     df.add_argument("--aux-layer-ids", type=int, nargs=3)
     df.set_defaults(func=_dump)
+
+    b = sub.add_parser(
+        "bench", help="acceptance length, per-position acceptance, tokens/s, latency and speedup, with vs without "
+                      "the draft, side by side (vLLM offline, vllm serve, SGLang); sweeps",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Runs the same prompts without and with the EAGLE-3 draft, one engine at a time, and writes "
+                    "OUTPUT/report.json, report.md and report.png.",
+        epilog="examples:\n"
+               "  eagle3-train bench --engine vllm --target T --draft D --num-spec-tokens 1 2 3 4\n"
+               "  eagle3-train bench --engine vllm-serve --target T --draft D --data prompts.jsonl\n"
+               "  eagle3-train bench --engine vllm-serve --url http://host:8000 --baseline-url http://host:8001\n"
+               "  eagle3-train bench --engine sglang --target T --draft D --steps 3 5 8 --topk 1 2 4 "
+               "--draft-tokens 8 16 32\n"
+               "  eagle3-train bench --engine sglang --url http://host:30000   (a running server)")
+    b.add_argument("--engine", choices=["vllm", "vllm-serve", "sglang"], default="vllm",
+                   help="vllm: offline LLM; vllm-serve / sglang: OpenAI-compatible HTTP servers (default: vllm)")
+    b.add_argument("--target", help="target model directory (launches engines)")
+    b.add_argument("--draft", help="EAGLE-3 draft directory (without it: baseline only)")
+    b.add_argument("--data", help="prompts: a conversations jsonl (default: the bundled fixtures of the target's "
+                                  "modality)")
+    b.add_argument("--dataset", help="a named dataset instead: mt_bench, gsm8k, humaneval, alpaca, textvqa, mmmu, "
+                                     "mmstar, omnidocbench, librispeech (needs `datasets` and the hub)")
+    b.add_argument("--num-prompts", type=int, default=16)
+    b.add_argument("--output-len", type=int, default=128, help="max new tokens per request")
+    b.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (also checks losslessness)")
+    b.add_argument("--num-spec-tokens", type=int, nargs="+", default=[3],
+                   help="vLLM num_speculative_tokens; several values = a sweep")
+    b.add_argument("--steps", type=int, nargs="+", default=[5], help="SGLang --speculative-num-steps (sweep)")
+    b.add_argument("--topk", type=int, nargs="+", default=[4], help="SGLang --speculative-eagle-topk (sweep)")
+    b.add_argument("--draft-tokens", type=int, nargs="+", default=[16],
+                   help="SGLang --speculative-num-draft-tokens (sweep)")
+    b.add_argument("--max-num-seqs", type=int, default=1, help="concurrent requests (and engine batch limit)")
+    b.add_argument("--tp", type=int, default=1, help="tensor parallel size")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--repeats", type=int, default=1, help="time each configuration N times, keep the fastest")
+    b.add_argument("--max-model-len", type=int, default=2048)
+    b.add_argument("--url", help="a running server WITH the draft (skips launching)")
+    b.add_argument("--baseline-url", help="a running server WITHOUT the draft")
+    b.add_argument("--server-cmd", help="command that starts an SGLang server (default: python -m "
+                                        "sglang.launch_server)")
+    b.add_argument("--server-arg", action="append", help="extra argument for every launched server (repeatable)")
+    b.add_argument("--output", "-o", default="bench-report", help="report directory")
+    b.add_argument("--no-plot", action="store_true")
+    b.set_defaults(func=_bench)
 
     m = sub.add_parser("demo", help="tiny target -> regenerate -> train -> vLLM with/without the draft: lossless, AL, speed")
     m.add_argument("--workdir", default="eagle3-demo", help="where targets, data and drafts are written")

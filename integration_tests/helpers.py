@@ -13,9 +13,9 @@ from eagle3_plugin import fixtures
 from eagle3_plugin.checkpoint import build_draft_config, save_draft
 from eagle3_plugin.families import family_for_target
 
+from eagle3_plugin.launch import MEDIA_LIMITS as LIMITS  # noqa: F401  (re-exported for the tests)
+
 CACHE = Path(os.environ.get("EAGLE3_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
-LIMITS = {"text": None, "qwen3_vl": {"image": 1, "video": 0}, "hunyuan_vl": {"image": 1},
-          "qwen2_audio": {"audio": 1}}
 
 
 def tiny(family: str, **overrides) -> Path:
@@ -127,59 +127,33 @@ def generate_inputs(family: str, tokenizer, n: int = 4) -> list[dict]:
 
 
 def make_llm(target: Path, draft: Path | None = None, k: int = 3, **kw):
-    from vllm import LLM
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    """A vLLM CPU engine through the product's own factory (bench.vllm_offline), with test-sized limits."""
+    from eagle3_plugin.bench.vllm_offline import make_llm as product_make_llm
     fam = family_for_target(target_config(target)).name
-    spec = {"method": "eagle3", "model": str(draft), "num_speculative_tokens": k} if draft else None
-    args = dict(model=str(target), speculative_config=spec, max_model_len=1024, enforce_eager=True,
-                dtype="bfloat16", max_num_seqs=4, disable_log_stats=False, seed=0,
-                limit_mm_per_prompt=LIMITS[fam])
-    args.update(kw)
-    return LLM(**args)
+    return product_make_llm(target, draft, k=k, family=fam, **{"max_model_len": 1024, **kw})
 
 
 def shutdown(llm) -> None:
-    try:
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:  # noqa: BLE001
-        pass
+    from eagle3_plugin.bench.vllm_offline import shutdown as product_shutdown
+    product_shutdown(llm)
     del llm
-    import gc
-    gc.collect()
 
 
 def spec_counters(llm) -> dict:
     """vLLM's own spec-decode counters (cumulative for this engine)."""
-    from vllm.v1.metrics.reader import Counter, Vector
-    m = {x.name: x for x in llm.get_metrics()}
-    get = lambda n: m[n].value if n in m else 0  # noqa: E731
-    per_pos = list(m["vllm:spec_decode_num_accepted_tokens_per_pos"].values) \
-        if "vllm:spec_decode_num_accepted_tokens_per_pos" in m else []
-    return {"drafts": get("vllm:spec_decode_num_drafts"), "draft_tokens": get("vllm:spec_decode_num_draft_tokens"),
-            "accepted": get("vllm:spec_decode_num_accepted_tokens"), "per_pos": per_pos}
+    from eagle3_plugin.bench.vllm_offline import engine_counters
+    return engine_counters(llm)
 
 
-# ------------------------------------------------------------------------------------- servers and pipelines
-PRETRAIN_STEPS = 200          # tiny targets for engine tests write structured text (see trainer/pretrain.py)
-PROMPTS = {"text": 240, "qwen3_vl": 120, "hunyuan_vl": 120, "qwen2_audio": 96}
-TRAIN_STEPS = {"text": 800, "qwen3_vl": 500, "hunyuan_vl": 500, "qwen2_audio": 500}
-MODALITY = {"text": "text", "qwen3_vl": "image", "hunyuan_vl": "image", "qwen2_audio": "audio"}
-
-
-def pretrained(family: str) -> Path:
-    return tiny(family, pretrain_steps=PRETRAIN_STEPS)
-
-
+# ------------------------------------------------------------------------------------- pipelines
 def pipeline(family: str) -> dict:
     """The product's pipeline (tiny pretrained target -> regenerate via `vllm serve` -> online training), cached
     for the whole test run."""
     from eagle3_plugin.pipeline import PipelineConfig, run_pipeline
-    cfg = PipelineConfig(family=family, workdir=str(CACHE / f"pipeline-{family}"), prompts=PROMPTS[family],
-                         train_steps=TRAIN_STEPS[family], pretrain_steps=PRETRAIN_STEPS)
+    cfg = PipelineConfig.for_family(family, workdir=str(CACHE / f"pipeline-{family}"))
     return run_pipeline(cfg, cache_dir=str(CACHE))
 
 
 def heldout_chats(path: Path) -> list[list[dict]]:
-    from eagle3_plugin.trainer.data import read_jsonl
-    from eagle3_plugin.trainer.regenerate import _request_messages
-    return [_request_messages(c.messages[:1], c.media) for c in read_jsonl(path)]
+    from eagle3_plugin.bench.prompts import from_jsonl
+    return from_jsonl(path)

@@ -39,19 +39,13 @@ def _greedy(llm, family, heldout):
     return [list(o.outputs[0].token_ids) for o in chats + gens], [len(o.prompt_token_ids) for o in chats + gens]
 
 
-def _heldout(llm, chats):
-    """Greedy answers on held-out prompts and the acceptance counters for exactly those requests."""
+def _heldout(llm, chats, label, k=None):
+    """Greedy answers on held-out prompts, measured by the product's bench (vLLM's counters for exactly these
+    requests, per-request histograms, latencies)."""
     from vllm import SamplingParams
-    before = spec_counters(llm) if llm.llm_engine.vllm_config.speculative_config else None
-    outs = llm.chat(chats, SamplingParams(temperature=0, max_tokens=48), use_tqdm=False)
-    tokens = [list(o.outputs[0].token_ids) for o in outs]
-    if before is None:
-        return tokens, None
-    after = spec_counters(llm)
-    d = {k: after[k] - before[k] for k in ("drafts", "draft_tokens", "accepted")}
-    d["per_pos"] = [a - b for a, b in zip(after["per_pos"], before["per_pos"] or [0] * len(after["per_pos"]))]
-    d["al"] = 1 + d["accepted"] / max(d["drafts"], 1)
-    return tokens, d
+    from eagle3_plugin.bench.vllm_offline import run_one
+    return run_one(llm, chats, SamplingParams(temperature=0, max_tokens=48), label,
+                   {"num_speculative_tokens": k} if k else {}, k)
 
 
 def _probe_one(llm, family):
@@ -67,7 +61,8 @@ def _offline_draft(family, pipe) -> Path:
     from eagle3_plugin.trainer.data import Tokenizer, load_samples
     from eagle3_plugin.trainer.features import dump_features
     from eagle3_plugin.trainer.loop import TrainConfig, train
-    from helpers import TRAIN_STEPS
+    from eagle3_plugin.pipeline import BUDGET
+    steps = BUDGET[family][1]
     out = pipe["work"] / "draft-offline"
     if not (out / "model.safetensors").exists():
         tcfg = target_config(pipe["target"])
@@ -76,8 +71,7 @@ def _offline_draft(family, pipe) -> Path:
         feats = dump_features(pipe["target"], samples, pipe["work"] / "features", fam.default_aux_layer_ids(tcfg),
                               progress=False)
         train(TrainConfig(target=str(pipe["target"]), features=str(feats), output=str(out),
-                          max_steps=TRAIN_STEPS[family], eval_every=TRAIN_STEPS[family] // 2,
-                          save_every=TRAIN_STEPS[family], progress=False))
+                          max_steps=steps, eval_every=steps // 2, save_every=steps, progress=False))
     return out
 
 
@@ -91,7 +85,7 @@ def served(request):
 
     llm = make_llm(target)
     res["base_tokens"], res["prompt_lens"] = _greedy(llm, family, held)
-    res["base_heldout"], _ = _heldout(llm, held)
+    res["base_heldout"] = _heldout(llm, held, "baseline")
     shutdown(llm)
 
     dump = Path(tempfile.mkdtemp(prefix=f"eagle3-dump-{family}-"))
@@ -107,17 +101,25 @@ def served(request):
     after = spec_counters(llm)
     res["spec"] = {k: after[k] - before[k] for k in ("drafts", "draft_tokens", "accepted")}
     res["spec"]["per_pos"] = [a - b for a, b in zip(after["per_pos"], before["per_pos"] or [0] * K)]
-    res["spec_heldout"], res["trained"] = _heldout(llm, held)
+    res["trained"] = _heldout(llm, held, f"trained k={K}", K)
     shutdown(llm)
 
     llm = make_llm(target, pipe["untrained"], k=K)
-    res["untrained_heldout"], res["untrained"] = _heldout(llm, held)
+    res["untrained"] = _heldout(llm, held, f"untrained k={K}", K)
     shutdown(llm)
 
     if family in OFFLINE:
         llm = make_llm(target, _offline_draft(family, pipe), k=K)
-        res["offline_heldout"], res["offline"] = _heldout(llm, held)
+        res["offline"] = _heldout(llm, held, f"offline-trained k={K}", K)
         shutdown(llm)
+
+    # the `eagle3-train bench` report of these runs (JSON / markdown / PNG)
+    from eagle3_plugin.bench import report, summarise
+    runs = [res[k] for k in ("base_heldout", "trained", "untrained", "offline") if k in res]
+    res["report_dir"] = CACHE / f"bench-{family}"
+    report.write({"engine": "vllm", "target": str(target), "draft": str(pipe["online"]), "prompts": len(held),
+                  "settings": {"output_len": 48, "temperature": 0.0, "max_num_seqs": 4},
+                  "runs": [summarise(r, runs[0], greedy=True) for r in runs]}, res["report_dir"])
 
     ct = const_target(target, CACHE / f"const-{target.name}")
     cd = random_draft(target, CACHE / f"draft-const-published-{target.name}", const=True, published_layout=True)
@@ -138,26 +140,47 @@ def test_served_without_speculation_with_media_prompt(served):
 
 def test_eagle3_greedy_output_is_token_identical(served):
     assert served["spec_tokens"] == served["base_tokens"]
-    assert served["spec_heldout"] == served["base_heldout"]
-    assert served["untrained_heldout"] == served["base_heldout"]
-    if "offline_heldout" in served:
-        assert served["offline_heldout"] == served["base_heldout"]
+    base = served["base_heldout"].outputs
+    assert len(base) >= 12 and all(len(t) > 0 for t in base)
+    for key in ("trained", "untrained", "offline"):
+        if key in served:
+            assert served[key].outputs == base, f"{key} draft changed the greedy output"
 
 
 def test_trained_draft_accepts_far_more_than_an_untrained_one(served):
-    t, u = served["trained"], served["untrained"]
-    per_pos = [round(x / t["drafts"], 3) for x in t["per_pos"]]
-    print(f"[{served['family']}] held-out acceptance length at k={K}: trained {t['al']:.2f} (per position "
-          f"{per_pos}), untrained {u['al']:.2f}")
-    assert t["al"] >= u["al"] + 0.8
-    assert t["al"] >= (2.5 if served["family"] == "text" else 2.0)
+    t, u = served["trained"].spec, served["untrained"].spec
+    al_t, al_u = t.acceptance_length(), u.acceptance_length()
+    print(f"[{served['family']}] held-out acceptance length at k={K}: trained {al_t:.2f} (per position "
+          f"{[round(x, 3) for x in t.acceptance_per_position()]}), untrained {al_u:.2f}")
+    assert al_t >= al_u + 0.8
+    assert al_t >= (2.5 if served["family"] == "text" else 2.0)
+
+
+def test_bench_report_agrees_with_vllm_metrics(served):
+    """The report's counts are vLLM's spec-decode counters, and they agree with vLLM's second, independent
+    account of the same requests: the per-request acceptance histograms (RequestOutput spec_decode_metrics)."""
+    import json
+    d = served["report_dir"]
+    rep = json.loads((d / "report.json").read_text())
+    assert (d / "report.png").stat().st_size > 10_000 and "| trained k=3 |" in (d / "report.md").read_text()
+    rows = {r["label"]: r for r in rep["runs"]}
+    for label, run in (("trained k=3", served["trained"]), ("untrained k=3", served["untrained"])):
+        c, r = run.spec, rows[label]
+        assert r["counts"]["verifies"] == c.verifies > 0 and r["counts"]["accepted"] == c.accepted
+        hist = r["counts"]["histogram"]
+        assert sum(hist) == c.verifies, "per-request histograms count other verify steps than the engine counters"
+        assert sum(j * n for j, n in enumerate(hist)) == c.accepted
+        assert r["counts"]["per_pos"] == [sum(hist[i + 1:]) for i in range(K)]
+        assert r["counts"]["proposed"] == K * c.verifies
+        assert r["acceptance_length"] == pytest.approx(1 + c.accepted / c.verifies)
+        assert r["lossless"] is True and r["speedup"] > 0
 
 
 def test_offline_training_matches_online(served):
     if served["family"] not in OFFLINE:
         assert "offline" not in served   # offline is exercised on one text and one image target (cost)
         return
-    on, off = served["trained"]["al"], served["offline"]["al"]
+    on, off = served["trained"].spec.acceptance_length(), served["offline"].spec.acceptance_length()
     print(f"[{served['family']}] held-out acceptance length: online {on:.2f}, offline {off:.2f}")
     assert abs(on - off) <= 0.35
 

@@ -1,34 +1,16 @@
 """`vllm serve` as a real HTTP server with --speculative-config, for an image target and an audio target: OpenAI
-chat requests with data-URI media, greedy answers equal to the same chat served offline without speculation, and
-acceptance counters read from /metrics."""
+chat requests with data-URI media, greedy answers equal to the same chat served offline without speculation,
+acceptance counters read from /metrics, and `eagle3-train bench`'s HTTP path measured against the same server."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
-from helpers import LIMITS, chat_prompts, make_llm, pipeline, shutdown
+from helpers import chat_prompts, heldout_chats, make_llm, pipeline, shutdown
 
 MAX_TOKENS = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
 
 
 def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
@@ -37,17 +19,12 @@ def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
         return json.loads(r.read())
 
 
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_audio"])
 def test_vllm_serve_with_eagle3_over_http(family, tmp_path):
     from vllm import SamplingParams
+    from eagle3_plugin.bench import BenchConfig
+    from eagle3_plugin.bench.server import measure, vllm_counters
+    from eagle3_plugin.launch import VllmServer
     pipe = pipeline(family)            # a tiny pretrained target and the draft eagle3-train made for it
     target, draft = pipe["target"], pipe["online"]
     messages = chat_prompts(family, 2)
@@ -57,28 +34,11 @@ def test_vllm_serve_with_eagle3_over_http(family, tmp_path):
            llm.chat(messages, SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True))]
     shutdown(llm)
 
-    port = _free_port()
-    spec = {"method": "eagle3", "model": str(draft), "num_speculative_tokens": 3}
-    cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", str(target), "--host", "127.0.0.1",
-           "--port", str(port), "--speculative-config", json.dumps(spec), "--enforce-eager", "--dtype", "bfloat16",
-           "--max-model-len", "1024", "--max-num-seqs", "4", "--limit-mm-per-prompt", json.dumps(LIMITS[family]),
-           "--served-model-name", "tiny"]
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                _get(f"http://127.0.0.1:{port}/health")
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"vllm serve did not come up:\n{(tmp_path / 'server.log').read_text()[-4000:]}")
-                time.sleep(1)
+    with VllmServer(target, tmp_path / "server.log", draft=draft, k=3, served_name="tiny",
+                    extra=["--max-model-len", "1024", "--max-num-seqs", "4"]) as srv:
         answers = []
         for msgs in messages:
-            r = _post(f"http://127.0.0.1:{port}/v1/chat/completions",
+            r = _post(f"{srv.base_url}/chat/completions",
                       {"model": "tiny", "messages": msgs, "max_tokens": MAX_TOKENS, "temperature": 0,
                        "ignore_eos": True, "return_token_ids": True})
             choice = r["choices"][0]
@@ -86,16 +46,20 @@ def test_vllm_serve_with_eagle3_over_http(family, tmp_path):
             answers.append(choice["token_ids"])
             assert isinstance(choice["message"]["content"], str)
         assert answers == ref, "speculative decoding over HTTP changed the greedy answer"
-        metrics = _get(f"http://127.0.0.1:{port}/metrics")
-        drafts = _metric(metrics, "vllm:spec_decode_num_drafts_total")
-        draft_tokens = _metric(metrics, "vllm:spec_decode_num_draft_tokens_total")
-        accepted = _metric(metrics, "vllm:spec_decode_num_accepted_tokens_total")
-        print(f"[{family}] /metrics drafts={drafts} draft_tokens={draft_tokens} accepted={accepted}")
-        assert drafts > 0 and draft_tokens == 3 * drafts and 0 < accepted <= draft_tokens
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        root = srv.base_url.removesuffix("/v1")
+        c = vllm_counters(root)
+        print(f"[{family}] /metrics {c}")
+        assert c["drafts"] > 0 and c["draft_tokens"] == 3 * c["drafts"] and 0 < c["accepted"] <= c["draft_tokens"]
+        assert sum(c["per_pos"]) == c["accepted"] and len(c["per_pos"]) == 3
+
+        # the bench's vllm-serve path on the same server: streamed chats, counts from /metrics around the run
+        cfg = BenchConfig(engine="vllm-serve", output_len=32, max_num_seqs=2)
+        run = measure(root, heldout_chats(pipe["heldout"])[:6], cfg, "k=3", {"num_speculative_tokens": 3},
+                      "vllm", spec=True)
+        after = vllm_counters(root)
+        s = run.spec
+        assert 0 < s.verifies <= after["drafts"] - c["drafts"] and s.proposed == 3 * s.verifies
+        assert run.output_tokens > 0 and all(0 < p <= e for p, e in zip(run.prefill_s, run.e2e_s))
+        print(f"[{family}] bench over HTTP: acceptance length {s.acceptance_length():.2f}, "
+              f"{run.tokens_per_s:.1f} tok/s")
+        assert s.acceptance_length() > 1.5

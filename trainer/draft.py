@@ -87,36 +87,43 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 def _ttt_chunk(q, k0, v0, kd, vd, start: int, scale: float):
-    """Attention for queries [start, start+C) : causal over k0[:start+C] plus one diagonal key per earlier step."""
+    """Attention for queries [start, start+C): causal over k0[:start+C] plus, for each earlier TTT step j, the one
+    diagonal key kd[j] at the query's own position (kd/vd: lists of [B, h, C, d], already sliced to the chunk)."""
     c = q.shape[2]
     end = start + c
     s0 = torch.matmul(q, k0[:, :, :end].transpose(-1, -2)).float() * scale          # [B, h, C, end]
     qi = torch.arange(start, end, device=q.device)[:, None]
     kj = torch.arange(end, device=q.device)[None, :]
     s0 = s0.masked_fill(kj > qi, float("-inf"))
-    if kd is None:
+    if not kd:
         w = torch.softmax(s0, dim=-1).to(v0.dtype)
         return torch.matmul(w, v0[:, :, :end])
-    sd = (q.unsqueeze(0) * kd).sum(-1).float() * scale                               # [S, B, h, C]
-    s = torch.cat([s0, sd.permute(1, 2, 3, 0)], dim=-1)                              # [B, h, C, end + S]
-    w = torch.softmax(s, dim=-1).to(v0.dtype)
+    sd = torch.stack([(q * k).sum(-1) for k in kd], dim=-1).float() * scale         # [B, h, C, S]
+    w = torch.softmax(torch.cat([s0, sd], dim=-1), dim=-1).to(v0.dtype)             # [B, h, C, end + S]
     out = torch.matmul(w[..., :end], v0[:, :, :end])
-    return out + (w[..., end:].permute(3, 0, 1, 2).unsqueeze(-1) * vd).sum(0)
+    for j, v in enumerate(vd):
+        out = out + w[..., end + j:end + j + 1] * v
+    return out
 
 
-def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], chunk: int = 1024):
-    """q [B, h, T, d]; keys/values: per TTT step [B, h, T, d] (already GQA-expanded). Returns [B, h, T, d]."""
+SCORE_BUDGET = 1 << 24     # fp32 score elements per query chunk (64 MiB): bounds the transient attention memory
+
+
+def ttt_attention(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], chunk: int | None = None):
+    """q [B, h, T, d]; keys/values: per TTT step [B, h, T, d] (already GQA-expanded). Returns [B, h, T, d].
+    Query chunks are recomputed in the backward pass, so no [T, T] score tensor outlives its chunk; the chunk
+    shrinks as T grows, so a chunk's scores stay within SCORE_BUDGET."""
     scale = 1.0 / math.sqrt(q.shape[-1])
-    T = q.shape[2]
+    B, h, T, _ = q.shape
+    if chunk is None:
+        chunk = max(64, min(1024, SCORE_BUDGET // max(1, B * h * T) // 64 * 64))
     if len(keys) == 1 and T <= chunk:
         return F.scaled_dot_product_attention(q, keys[0], values[0], is_causal=True)
-    kd = torch.stack(keys[1:]) if len(keys) > 1 else None                            # [S, B, h, T, d]
-    vd = torch.stack(values[1:]) if len(values) > 1 else None
     outs = []
     for start in range(0, T, chunk):
         end = min(T, start + chunk)
-        args = (q[:, :, start:end], keys[0], values[0],
-                None if kd is None else kd[:, :, :, start:end], None if vd is None else vd[:, :, :, start:end])
+        args = (q[:, :, start:end], keys[0], values[0], [k[:, :, start:end] for k in keys[1:]],
+                [v[:, :, start:end] for v in values[1:]])
         if T > chunk and torch.is_grad_enabled():
             outs.append(checkpoint(_ttt_chunk, *args, start, scale, use_reentrant=False))
         else:

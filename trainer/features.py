@@ -40,7 +40,7 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
     print(f"dumping {len(samples)} samples, {tokens} tokens: about {est / 2**20:.1f} MiB "
           f"({bytes_per_token(hidden, len(aux_ids))} bytes/token) into {out}")
     if not (out / "head.safetensors").exists():
-        save_file({"embed_tokens": target.embed_weight().contiguous(), "lm_head": target.lm_head_weight().contiguous()},
+        save_file({"embed_tokens": target.embed_weight().clone(), "lm_head": target.lm_head_weight().clone()},  # tied: 2 copies
                   str(out / "head.safetensors"))
     index = []
     for i, s in enumerate(tqdm(samples, desc="dump-features", unit="sample", disable=not progress)):
@@ -94,5 +94,5 @@ class FeatureStore:
         t = load_file(str(self.path / "samples" / f"{key}.safetensors"))
         pos = t["positions"]
         pos = pos[None] if pos.dim() == 1 else pos[:, None]          # [1, T] or [3, 1, T]
-        logits = t["last_hidden"].float() @ self._head.float().T
-        return TargetFeatures(aux=t["aux"][None].float(), logits=logits[None], positions=pos)
+        return TargetFeatures(aux=t["aux"][None].float(), last_hidden=t["last_hidden"][None].float(), positions=pos,
+                              head=self._head)

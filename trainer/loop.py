@@ -2,7 +2,8 @@
 draft written (atomically) in the format both engines load, plus an exact-resume training state.
 
 Readable top to bottom, nanoGPT style. One optimizer step = `batch_size` conversations (gradient accumulation; each
-conversation runs through the target alone, so padding never leaks into its hidden states).
+conversation runs through the target alone, so padding never leaks into its hidden states). Under torchrun the
+step's conversations are split over the processes (dist.py); rank 0 logs, evaluates and writes.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from eagle3_plugin.checkpoint import save_draft
 from eagle3_plugin.families import family_for_target
 
 from .data import LoadReport, Tokenizer, load_samples, token_frequencies
-from .draft import Eagle3Draft, init_draft
-from .ttt import ttt_forward
+from .dist import Dist, Updater, setup
+from .draft import init_draft
+from .ttt import target_distribution, ttt_forward
 from .vocab import coverage, draft_vocab_ids
 
 STATE_DIR = "train_state"   # inside the output dir; engines only read config.json + model.safetensors
@@ -55,6 +58,8 @@ class TrainConfig:
     wandb_project: str | None = None
     progress: bool = True
     aux_layer_ids: list[int] | None = None
+    device: str = "auto"                    # auto: cuda:LOCAL_RANK if available, else cpu
+    deepspeed: str | None = None            # "zero1" | "zero2" | path to a DeepSpeed JSON config
 
 
 @dataclass
@@ -65,6 +70,7 @@ class History:
     best_al: float = -1.0
     best_step: int = 0
     evals: list = field(default_factory=list)
+    order: list = field(default_factory=list)   # this epoch's sample order
 
 
 def _lr_at(step: int, cfg: TrainConfig, total: int) -> float:
@@ -77,7 +83,7 @@ def _lr_at(step: int, cfg: TrainConfig, total: int) -> float:
 class FeatureSource:
     """Where target features come from: the live target (online) or a dump (offline). Same interface."""
 
-    def __init__(self, cfg: TrainConfig, aux_ids):
+    def __init__(self, cfg: TrainConfig, aux_ids, device: torch.device):
         self.aux_ids = list(aux_ids)
         self.offline = cfg.features is not None
         if self.offline:
@@ -85,7 +91,13 @@ class FeatureSource:
             self.store = FeatureStore(cfg.features)
         else:
             from .target import Target
-            self.target = Target(cfg.target)
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32   # the target is frozen
+            self.target = Target(cfg.target, dtype=dtype, device=str(device))
+
+    def embed_and_head(self):
+        if self.offline:
+            return self.store.embed_weight(), self.store.lm_head_weight()
+        return self.target.embed_weight(), self.target.lm_head_weight()
 
     def __call__(self, sample):
         if self.offline:
@@ -106,6 +118,16 @@ def _split(samples, cfg: TrainConfig):
     return [s for i, s in enumerate(samples) if i not in ev], [samples[i] for i in sorted(ev)]
 
 
+def train_step(draft, sample, f, cfg: TrainConfig):
+    """The TTT loss of one conversation given its target features (forward only; the caller runs backward)."""
+    dev = draft.fc.weight.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    with autocast:   # bf16 compute on GPUs; the weights (and so the optimizer) stay fp32
+        p, arg = target_distribution(f.last_hidden.to(dev), f.head, draft.draft_ids)
+        return ttt_forward(draft, sample.input_ids[None].to(dev), f.aux.to(dev), p, arg, f.positions.to(dev),
+                           sample.loss_mask[None].to(dev), cfg.ttt_steps, cfg.ttt_decay)
+
+
 @torch.no_grad()
 def evaluate(draft, samples, features, cfg: TrainConfig) -> dict:
     draft.eval()
@@ -115,9 +137,7 @@ def evaluate(draft, samples, features, cfg: TrainConfig) -> dict:
     n0 = 0
     loss = 0.0
     for s in samples:
-        f = features(s)
-        l, st = ttt_forward(draft, s.input_ids[None], f.aux, f.logits, f.positions, s.loss_mask[None],
-                            cfg.ttt_steps, cfg.ttt_decay)
+        _, st = train_step(draft, s, features(s), cfg)
         loss += st.loss * st.tokens
         n0 += st.tokens
         for i in range(cfg.ttt_steps):
@@ -130,38 +150,43 @@ def evaluate(draft, samples, features, cfg: TrainConfig) -> dict:
             "sim_al": {k: 1 + acc_sum[k - 1] / n0 for k in (1, 2, 3, 4, 5, 7) if k <= cfg.ttt_steps}}
 
 
-def _save_state(out: Path, draft, opt, hist: History, order, cfg: TrainConfig):
-    """Everything needed to continue exactly: weights (fp32), optimizer, RNG, data position. Atomic."""
+# ------------------------------------------------------------------------------------------ exact resume
+def _save_state(out: Path, draft, updater: Updater, hist: History, cfg: TrainConfig, dist: Dist) -> None:
+    """Everything needed to continue exactly: fp32 weights, optimizer, RNG, data position. Built in a temp dir
+    and renamed over the previous state, so a kill at any moment leaves one complete state."""
     from safetensors.torch import save_file
-    state = out / STATE_DIR
-    tmp = out / f".{STATE_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in draft.state_dict().items()}, str(tmp / "draft_fp32.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), "order": order}, tmp / "trainer_state.pt")
-    (tmp / "history.json").write_text(json.dumps(asdict(hist), indent=1))
-    (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    if (state / "tb").exists():
-        os.replace(state / "tb", tmp / "tb")
-    old = out / f".{STATE_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if state.exists():
-        os.replace(state, old)
-    os.replace(tmp, state)
-    shutil.rmtree(old, ignore_errors=True)
+    state, tmp, old = out / STATE_DIR, out / f".{STATE_DIR}.tmp", out / f".{STATE_DIR}.old"
+    if dist.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    updater.save(tmp)
+    dist.barrier()
+    if dist.main:
+        save_file({k: v.detach().cpu().contiguous() for k, v in draft.state_dict().items()},
+                  str(tmp / "draft_fp32.safetensors"))
+        torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "rng.pt")
+        (tmp / "history.json").write_text(json.dumps(asdict(hist)))
+        (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        if (state / "tb").exists():
+            os.replace(state / "tb", tmp / "tb")
+        shutil.rmtree(old, ignore_errors=True)
+        if state.exists():
+            os.replace(state, old)
+        os.replace(tmp, state)
+        shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
 
 
-def _load_state(out: Path, draft, opt):
+def _load_state(out: Path, draft, updater: Updater) -> History:
     from safetensors.torch import load_file
     state = out / STATE_DIR
     draft.load_state_dict(load_file(str(state / "draft_fp32.safetensors")))
-    st = torch.load(state / "trainer_state.pt", weights_only=True)   # never unpickle arbitrary objects
-    opt.load_state_dict(st["optimizer"])
-    torch.set_rng_state(st["torch_rng"])
-    random.setstate(_to_tuple(st["python_rng"]))
-    hist = History(**json.loads((state / "history.json").read_text()))
-    return hist, st["order"]
+    updater.load(state)
+    rng = torch.load(state / "rng.pt", weights_only=True)          # never unpickle arbitrary objects
+    torch.set_rng_state(rng["torch_rng"])
+    random.setstate(_to_tuple(rng["python_rng"]))
+    return History(**json.loads((state / "history.json").read_text()))
 
 
 def _to_tuple(x):
@@ -174,14 +199,17 @@ def _write_best(out: Path, draft, extra_meta: dict):
     save_draft(out, cfg, draft.checkpoint_tensors(), keep=(STATE_DIR,))
 
 
+# ------------------------------------------------------------------------------------------ the run
 def train(cfg: TrainConfig) -> dict:
     from tqdm.auto import tqdm
+    dist = setup(cfg.device, need_group=bool(cfg.deepspeed))
     out = Path(cfg.output)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     target_cfg = json.loads((Path(cfg.target) / "config.json").read_text())
     family = family_for_target(target_cfg)
     aux_ids = cfg.aux_layer_ids or list(family.default_aux_layer_ids(target_cfg))
+    say = print if dist.main else (lambda *a, **k: None)
 
     # 1. data (offline: the samples were tokenised at dump time and are stored with the features)
     report = LoadReport()
@@ -190,120 +218,114 @@ def train(cfg: TrainConfig) -> dict:
         store = FeatureStore(cfg.features)
         samples = store.samples()
         aux_ids = store.meta["aux_layer_ids"]
+        report.read = report.kept = len(samples)
     else:
         tok = Tokenizer(cfg.target, family)
-        samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=cfg.progress)
+        samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=cfg.progress and dist.main)
     eval_samples = []
     if cfg.eval_data and not cfg.features:
-        eval_samples = load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=cfg.progress)
+        eval_samples = load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=cfg.progress and dist.main)
     train_samples, held = _split(samples, cfg)
     eval_samples = eval_samples or held
     for e in report.errors[:20]:
-        print(f"warning: {e}")
+        say(f"warning: {e}")
+    if len(report.errors) > 20:
+        say(f"warning: ... and {len(report.errors) - 20} more bad lines")
     if not train_samples:
         raise SystemExit(f"no usable training conversations ({report.summary()})")
-    print(f"data: {report.summary() if not cfg.features else f'{len(samples)} dumped samples'}; "
-          f"{len(train_samples)} train / {len(eval_samples)} eval")
+    if cfg.batch_size > len(train_samples):
+        raise SystemExit(f"--batch-size {cfg.batch_size} is larger than the {len(train_samples)} training "
+                         f"conversations")
+    say(f"data: {report.summary()}; {len(train_samples)} train / {len(eval_samples)} eval")
 
     # 2. draft vocab from loss-masked token frequencies
     freq = token_frequencies(train_samples)
-    tc = family.text_config(target_cfg)
-    vocab = int(tc["vocab_size"])
+    vocab = int(family.text_config(target_cfg)["vocab_size"])
     ids = draft_vocab_ids(freq, vocab, cfg.draft_vocab_size)
-    print(f"draft vocab: {ids.numel()} of {vocab} tokens, covering {coverage(freq, ids):.1%} of training targets")
+    say(f"draft vocab: {ids.numel()} of {vocab} tokens, covering {coverage(freq, ids):.1%} of training targets")
 
-    # 3. target features and the draft
-    features = FeatureSource(cfg, aux_ids)
-    if features.offline:
-        embed, head = features.store.embed_weight(), features.store.lm_head_weight()
-    else:
-        embed, head = features.target.embed_weight(), features.target.lm_head_weight()
+    # 3. target features and the draft (identical on every rank: same seed)
+    features = FeatureSource(cfg, aux_ids, dist.device)
+    embed, head = features.embed_and_head()
     draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
-                       aux_layer_ids=tuple(aux_ids))
-    params = [p for p in draft.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+                       aux_layer_ids=tuple(aux_ids)).to(dist.device)
+    updater = Updater(draft, cfg.lr, cfg.grad_clip, cfg.batch_size, dist, cfg.deepspeed)
 
     steps_per_epoch = max(1, len(train_samples) // cfg.batch_size)
     total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     hist = History()
-    order: list[int] = []
-    if (out / STATE_DIR / "trainer_state.pt").exists():
-        hist, order = _load_state(out, draft, opt)
-        print(f"resuming from {out / STATE_DIR} at step {hist.step} (epoch {hist.epoch}, sample {hist.position})")
-    writer = _tensorboard(cfg, out)
-    wb = _wandb(cfg)
+    if (out / STATE_DIR / "history.json").exists():
+        hist = _load_state(out, draft, updater)
+        say(f"resuming from {out / STATE_DIR} at step {hist.step} (epoch {hist.epoch}, sample {hist.position})")
+    writer = _tensorboard(cfg, out) if dist.main else None
+    wb = _wandb(cfg) if dist.main else None
 
     # 4. the loop
-    bar = tqdm(total=total, initial=hist.step, desc="train", unit="step", disable=not cfg.progress,
+    bar = tqdm(total=total, initial=hist.step, desc="train", unit="step", disable=not (cfg.progress and dist.main),
                dynamic_ncols=True)
     tokens_seen, t0 = 0, time.perf_counter()
     draft.train()
     while hist.step < total:
-        if not order or hist.position >= len(order):
-            if order:
+        if not hist.order or hist.position + cfg.batch_size > len(hist.order):    # full batches only
+            if hist.order:
                 hist.epoch += 1
-            order = list(range(len(train_samples)))
-            random.Random(cfg.seed + hist.epoch).shuffle(order)
+            hist.order = list(range(len(train_samples)))
+            random.Random(cfg.seed + hist.epoch).shuffle(hist.order)
             hist.position = 0
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_at(hist.step, cfg, total)
-        opt.zero_grad(set_to_none=True)
+        updater.set_lr(cfg.lr * _lr_at(hist.step, cfg, total))
+        batch = hist.order[hist.position:hist.position + cfg.batch_size]
+        hist.position += len(batch)
         stats = []
-        for _ in range(cfg.batch_size):
-            if hist.position >= len(order):
-                break
-            s = train_samples[order[hist.position]]
-            hist.position += 1
-            f = features(s)
-            loss, st = ttt_forward(draft, s.input_ids[None], f.aux, f.logits, f.positions, s.loss_mask[None],
-                                   cfg.ttt_steps, cfg.ttt_decay)
-            (loss / cfg.batch_size).backward()
+        for j in range(dist.rank, len(batch), dist.world):           # this rank's share of the step
+            s = train_samples[batch[j]]
+            loss, st = train_step(draft, s, features(s), cfg)
+            updater.backward(loss, len(batch))
             stats.append(st)
             tokens_seen += s.num_tokens
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        gnorm = updater.step()
         hist.step += 1
-        n0 = sum(st.tokens for st in stats) or 1
-        acc0 = sum(st.correct[0] for st in stats) / max(1, sum(st.scored[0] for st in stats))
-        al3 = 1 + sum(st.accept_sum[min(2, cfg.ttt_steps - 1)] for st in stats) / n0
-        tps = tokens_seen / (time.perf_counter() - t0)
-        loss_v = sum(st.loss * st.tokens for st in stats) / n0
+        k3 = min(2, cfg.ttt_steps - 1)
+        n0, c0, s0, a3, loss_sum, toks = dist.sum([
+            sum(st.tokens for st in stats), sum(st.correct[0] for st in stats), sum(st.scored[0] for st in stats),
+            sum(st.accept_sum[k3] for st in stats), sum(st.loss * st.tokens for st in stats), tokens_seen])
+        n0 = n0 or 1
+        acc0, al3, loss_v = c0 / max(1, s0), 1 + a3 / n0, loss_sum / n0
+        tps = toks / (time.perf_counter() - t0)
         bar.set_postfix(loss=f"{loss_v:.3f}", acc0=f"{acc0:.2f}", al3=f"{al3:.2f}", tok_s=f"{tps:.0f}")
         bar.update(1)
         if writer:
-            writer.add_scalar("train/loss", loss_v, hist.step)
-            writer.add_scalar("train/acc_0", acc0, hist.step)
-            writer.add_scalar("train/sim_al_k3", al3, hist.step)
-            writer.add_scalar("train/lr", opt.param_groups[0]["lr"], hist.step)
-            writer.add_scalar("train/grad_norm", float(gnorm), hist.step)
-            writer.add_scalar("train/tokens_per_s", tps, hist.step)
+            for name, v in (("loss", loss_v), ("acc_0", acc0), ("sim_al_k3", al3), ("grad_norm", gnorm),
+                            ("tokens_per_s", tps), ("lr", updater.opt.param_groups[0]["lr"])):
+                writer.add_scalar(f"train/{name}", v, hist.step)
         if wb:
             wb.log({"train/loss": loss_v, "train/acc_0": acc0, "train/sim_al_k3": al3}, step=hist.step)
         last = hist.step >= total
-        if eval_samples and (hist.step % cfg.eval_every == 0 or last):
-            ev = evaluate(draft, eval_samples, features, cfg)
-            hist.evals.append({"step": hist.step, **ev})
-            al = ev["sim_al"].get(3, ev["sim_al"][max(ev["sim_al"])])
-            bar.write(f"eval step {hist.step}: loss {ev['loss']:.3f} acc {[round(a, 2) for a in ev['acc']]} "
-                      f"sim AL(k=3) {al:.2f}")
-            if writer:
-                writer.add_scalar("eval/sim_al_k3", al, hist.step)
-                for i, a in enumerate(ev["acc"]):
-                    writer.add_scalar(f"eval/acc_{i}", a, hist.step)
-            if al > hist.best_al:
-                hist.best_al, hist.best_step = al, hist.step
-                _write_best(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4)})
-        elif not eval_samples and (hist.step % cfg.save_every == 0 or last):
-            hist.best_step = hist.step
-            _write_best(out, draft, {"trained_steps": hist.step})
-        if hist.step % cfg.save_every == 0 or last:
-            _save_state(out, draft, opt, hist, order, cfg)
+        if hist.step % cfg.eval_every == 0 or hist.step % cfg.save_every == 0 or last:
+            if dist.main and eval_samples and (hist.step % cfg.eval_every == 0 or last):
+                ev = evaluate(draft, eval_samples, features, cfg)
+                hist.evals.append({"step": hist.step, **ev})
+                al = ev["sim_al"].get(3, ev["sim_al"][max(ev["sim_al"])])
+                bar.write(f"eval step {hist.step}: loss {ev['loss']:.3f} acc {[round(a, 2) for a in ev['acc']]} "
+                          f"sim AL(k=3) {al:.2f}")
+                if writer:
+                    writer.add_scalar("eval/sim_al_k3", al, hist.step)
+                    for i, a in enumerate(ev["acc"]):
+                        writer.add_scalar(f"eval/acc_{i}", a, hist.step)
+                if al > hist.best_al:
+                    hist.best_al, hist.best_step = al, hist.step
+                    _write_best(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4)})
+            elif dist.main and not eval_samples and (hist.step % cfg.save_every == 0 or last):
+                hist.best_step = hist.step
+                _write_best(out, draft, {"trained_steps": hist.step})
+            if hist.step % cfg.save_every == 0 or last:
+                _save_state(out, draft, updater, hist, cfg, dist)
+            dist.barrier()
     bar.close()
     if writer:
         writer.close()
     result = {"steps": hist.step, "best_step": hist.best_step, "best_eval_sim_al_k3": hist.best_al,
-              "data": report.summary(), "output": str(out)}
-    print(f"done: {json.dumps(result)}")
+              "data": report.summary(), "output": str(out), "processes": dist.world}
+    say(f"done: {json.dumps(result)}")
     return result
 
 

@@ -43,7 +43,7 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _request_messages(messages, media) -> list[dict]:
+def request_messages(messages, media) -> list[dict]:
     """Seed-format messages -> OpenAI chat messages with data-URI media."""
     it = iter(media)
     out = []
@@ -80,7 +80,7 @@ def _regenerate_one(cfg: RegenConfig, conv, out_dir: Path) -> dict:
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        body = {"model": cfg.model, "messages": _request_messages(msgs[:i], conv.media),
+        body = {"model": cfg.model, "messages": request_messages(msgs[:i], conv.media),
                 "max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
         r = _post(cfg, body)
         text = r["choices"][0]["message"]["content"] or ""

@@ -55,9 +55,26 @@ def language_model(model) -> torch.nn.Module:
 @dataclass
 class TargetFeatures:
     aux: torch.Tensor          # [B, T, n_aux * H]   concatenated in ascending layer order
-    logits: torch.Tensor       # [B, T, V]           target logits (fp32)
+    last_hidden: torch.Tensor  # [B, T, H]           final normed hidden state (the lm_head input)
     positions: torch.Tensor    # [B, T] or [3, B, T] what the engines feed the draft
-    last_hidden: torch.Tensor | None = None
+    head: torch.Tensor         # [V, H]              the target's lm_head weight
+
+    def logits(self) -> torch.Tensor:
+        """Full-vocab target logits (fp32). Training never builds them: see ttt.target_distribution."""
+        return self.last_hidden.float() @ self.head.float().T
+
+
+class _HeadInput(torch.nn.Module):
+    """Stands in for the lm_head during feature extraction: records its input and returns a 1-wide stub, so the
+    target never materialises [T, vocab] logits (GBs at long context with a 150k vocab)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x.detach()
+        return x[..., :1]
 
 
 class Target:
@@ -73,6 +90,10 @@ class Target:
         self.device = device
         self.layers = decoder_layers(self.model)
         self.lm = language_model(self.model)
+        head = self.model.get_output_embeddings()
+        name = next(n for n, m in self.model.named_modules() if m is head)       # e.g. "lm_head"
+        owner, _, attr = name.rpartition(".")
+        self._head_slot = (self.model.get_submodule(owner) if owner else self.model, attr)
 
     @property
     def num_layers(self) -> int:
@@ -104,18 +125,20 @@ class Target:
                 seen["position_ids"] = kwargs["position_ids"].detach()
         hooks.append(self.lm.register_forward_pre_hook(lm_pre, with_kwargs=True))
 
-        def head_pre(_m, args):      # the final (normed) hidden state: what offline training re-projects
-            seen["last_hidden"] = args[0].detach()
-        hooks.append(self.model.get_output_embeddings().register_forward_pre_hook(head_pre))
+        head = self.model.get_output_embeddings()
+        parent, attr = self._head_slot
+        stub = _HeadInput()
+        setattr(parent, attr, stub)
         try:
             inputs = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
-            out = self.model(**inputs, use_cache=False)
+            self.model(**inputs, use_cache=False)
         finally:
+            setattr(parent, attr, head)
             for h in hooks:
                 h.remove()
         aux = torch.cat([captured[i] for i in aux_layer_ids], dim=-1)
-        return TargetFeatures(aux=aux, logits=out.logits.float(), positions=self.draft_positions(inputs, seen),
-                              last_hidden=seen.get("last_hidden"))
+        return TargetFeatures(aux=aux, last_hidden=stub.seen, positions=self.draft_positions(inputs, seen),
+                              head=head.weight.detach())
 
     def draft_positions(self, inputs: dict, seen: dict) -> torch.Tensor:
         ids = inputs["input_ids"]

