@@ -110,3 +110,13 @@ def test_vllm_entry_point_registers_everything_once():
                  "draft Eagle3Qwen3VLForCausalLM', 'registered", "cpu-contiguous-gemm', 'registered"):
         assert name in r.stdout, r.stdout
     assert r.stdout.count("'registered'") == 6  # 3 drafts, 2 targets, cpu fix; idempotent: a second call adds nothing
+
+
+def test_doctor_reports_versions_and_registrations():
+    r = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "doctor", "--engine", "vllm"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "vllm: 0.32" in r.stdout and "entry points [vllm.general_plugins]: eagle3_plugin" in r.stdout
+    for line in ("registered draft Eagle3Qwen2AudioForCausalLM", "registered target HunYuanVLForConditionalGeneration",
+                 "native target Qwen3VLForConditionalGeneration"):
+        assert line in " ".join(r.stdout.split()), r.stdout

@@ -104,14 +104,17 @@ def test_too_long_sample_is_never_cut_inside_media(tmp_path, vl_target):
     assert torch.equal(cut.input_ids, full.input_ids[:media_end + 20])
 
 
-def test_offline_features_reproduce_online_features(tmp_path, vl_target):
+@pytest.mark.parametrize("family", ["qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+def test_offline_features_reproduce_online_features(tmp_path, cache, family):
     from eagle3_plugin.trainer.features import FeatureStore, dump_features
     from eagle3_plugin.trainer.target import Target
-    tok = Tokenizer(vl_target, FAMILIES["qwen3_vl"])
-    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == "image"][:2]
+    target = cached_tiny_target(family, cache_dir=cache)
+    tok = Tokenizer(target, FAMILIES[family])
+    kind = FAMILIES[family].modality
+    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == kind][:2]
     ids = [3, 4, 5]
-    store = FeatureStore(dump_features(vl_target, samples, tmp_path / "f", ids, progress=False))
-    t = Target(vl_target)
+    store = FeatureStore(dump_features(target, samples, tmp_path / "f", ids, progress=False))
+    t = Target(target)
     for key, s in zip([r["key"] for r in store.index], samples):
         on = t.features({"input_ids": s.input_ids[None], **s.mm_inputs}, ids)
         off = store.load(key)
