@@ -27,6 +27,15 @@ def simulate(n_tokens: int, steps: int):
     return verifies, correct, hist
 
 
+def send_json(handler: BaseHTTPRequestHandler, obj, code: int = 200) -> None:
+    body = json.dumps(obj).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model-path", required=True)
@@ -46,24 +55,16 @@ def main():
         def log_message(self, *a):
             pass
 
-        def _json(self, obj, code=200):
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self):
             if self.path == "/health":
-                return self._json({})
+                return send_json(self, {})
             if self.path == "/v1/models":
-                return self._json({"data": [{"id": args.model_path}]})
+                return send_json(self, {"data": [{"id": args.model_path}]})
             if self.path == "/server_info":
                 al = totals["tokens"] / totals["verifies"] if totals["verifies"] else None
-                return self._json({"internal_states": [{"avg_spec_accept_length": al} if spec else {}],
-                                   "version": "0.5.23"})
-            self._json({"error": "not found"}, 404)
+                return send_json(self, {"internal_states": [{"avg_spec_accept_length": al} if spec else {}],
+                                        "version": "0.5.23"})
+            send_json(self, {"error": "not found"}, 404)
 
         def do_POST(self):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -4,13 +4,18 @@ recorded (never lost), and a rerun resumes."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from eagle3_plugin import fixtures
 from eagle3_plugin.trainer.regenerate import RegenConfig, regenerate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_sglang_server import send_json  # noqa: E402
 
 
 @pytest.fixture
@@ -21,16 +26,8 @@ def server():
         def log_message(self, *a):
             pass
 
-        def _send(self, code, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self):
-            self._send(200, {"data": [{"id": "stub-model"}]})
+            send_json(self, {"data": [{"id": "stub-model"}]})
 
         def do_POST(self):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -38,8 +35,8 @@ def server():
             last = req["messages"][-1]["content"]
             text = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last)
             if "FAIL" in text:
-                return self._send(500, {"error": "boom"})
-            self._send(200, {"choices": [{"message": {"content": f"answer {len(req['messages'])}: {text}"}}]})
+                return send_json(self, {"error": "boom"}, 500)
+            send_json(self, {"choices": [{"message": {"content": f"answer {len(req['messages'])}: {text}"}}]})
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
