@@ -202,6 +202,8 @@ DRAFT_CASES = {
     "qwen2_audio": ("qwen2_audio", None, None, "1d", "AUDIO", None),
     "qwen2_audio_norm_before_residual": ("qwen2_audio", None, None, "1d", None, {"norm_before_residual": True}),
     "qwen3_vl_as_llama_eagle3": ("qwen3_vl", "LlamaForCausalLMEagle3", None, "mrope", None, None),
+    # the output directory of `eagle3-train train` itself (conftest: sgl_trained_draft), pruned vocab
+    "qwen3_vl_trained_by_eagle3_train": ("qwen3_vl", None, "trained", "mrope", "IMAGE", None),
 }
 # placeholder runs (absolute target positions, inclusive) per request of the 2-request batch [11, 7]
 MEDIA_RUNS = [(3, 7), (2, 4)]
@@ -229,8 +231,12 @@ def drafts():
     out = {}
     for case, (family, arch, dvocab, pos_kind, media, extra) in DRAFT_CASES.items():
         t0 = time.time()
-        ddir = WORK / f"draft-{case}"
-        cfg = _random_draft(family, ddir, architecture=arch, draft_vocab=dvocab, extra=extra)
+        if dvocab == "trained":
+            ddir = Path(os.environ["EAGLE3_SGL_TRAINED_DRAFT"])
+            cfg = json.loads((ddir / "config.json").read_text())
+        else:
+            ddir = WORK / f"draft-{case}"
+            cfg = _random_draft(family, ddir, architecture=arch, draft_vocab=dvocab, extra=extra)
         embed = _target_embedding(family)
         model, cls, unwritten = _load_sglang_draft(ddir, embed)
         H, V = cfg["hidden_size"], cfg["vocab_size"]

@@ -27,6 +27,7 @@ CASES = {
     "qwen2_audio": "Eagle3Qwen2AudioForCausalLM",
     "qwen2_audio_norm_before_residual": "Eagle3Qwen2AudioForCausalLM",
     "qwen3_vl_as_llama_eagle3": "LlamaForCausalLMEagle3",
+    "qwen3_vl_trained_by_eagle3_train": "Eagle3Qwen3VLForCausalLM",    # `eagle3-train train`'s own output
 }
 
 
@@ -47,13 +48,14 @@ def test_forward_equals_trainer(drafts, case):
 
 
 def test_pruned_vocab_maps(drafts):
-    for case in ("text_llama_eagle3", "hunyuan_vl"):
+    for case in ("text_llama_eagle3", "hunyuan_vl", "qwen3_vl_trained_by_eagle3_train"):
         assert drafts[case]["hot_token_id_ok"]
         assert drafts[case]["draft_vocab"] < 1024
 
 
 def test_qwen3_vl_draft_uses_mrope_rows(drafts):
-    for case in ("qwen3_vl", "qwen3_vl_as_llama_eagle3"):
+    assert drafts["qwen3_vl_trained_by_eagle3_train"]["mrope_enabled"]
+    for case in ("qwen3_vl", "qwen3_vl_as_llama_eagle3"):   # (a 6-step draft barely depends on positions)
         r = drafts[case]
         assert r["mrope_enabled"]
         assert r["mrope_1d_control_maxdiff"] > CONTROL_MIN, r
@@ -61,7 +63,7 @@ def test_qwen3_vl_draft_uses_mrope_rows(drafts):
         assert not drafts[case]["mrope_enabled"]      # 1-D positions (HunYuanVL: row 0 of XD-RoPE)
 
 
-@pytest.mark.parametrize("case", ["qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+@pytest.mark.parametrize("case", ["qwen3_vl", "hunyuan_vl", "qwen2_audio", "qwen3_vl_trained_by_eagle3_train"])
 def test_placeholders_embedded_as_text_despite_mm_input_embeds(drafts, case):
     """The batch carries mm_input_embeds and SGLang's hash sentinels at the placeholders; ours match the trainer
     (text embedding of the placeholder id), SGLang's stock draft on the same batch does not."""
