@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Peak memory of ONE draft training step (TTT unroll 7, forward + backward) at a given sequence length, measured
-as the growth of this process's peak RSS. Run one length per fresh process:
+as this process's peak RSS during the step above its RSS just before it (Linux: the peak is reset through
+/proc/self/clear_refs first, after returning freed heap to the OS). Run one length per fresh process:
 
     python benchmarks/ttt_memory.py 16384 [TTT_STEPS]      # prints one JSON line
 
@@ -11,14 +12,26 @@ target's full-vocab logits, so the peak grows about linearly with L.
 """
 from __future__ import annotations
 
+import ctypes
 import json
-import resource
 import sys
 import time
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> float:
+    """Return freed heap to the OS, reset the peak RSS to the current RSS, return that RSS (MB)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_mb("VmRSS")
 
 
 def main(length: int, steps: int = 7) -> dict:
@@ -37,13 +50,18 @@ def main(length: int, steps: int = 7) -> dict:
     last_hidden, head = torch.randn(1, length, H), torch.randn(V, H) * 0.05
     positions = torch.arange(length)[None]
     mask = torch.ones(1, length, dtype=torch.bool)
-    before = peak_rss_mb()
+    def step(n):
+        p, arg = target_distribution(last_hidden[:, :n], head, draft.draft_ids)
+        loss, _ = ttt_forward(draft, ids[:, :n], aux[:, :n], p, arg, positions[:, :n], mask[:, :n], steps=steps)
+        loss.backward()
+
+    step(min(length, 128))            # one-time library set-up (thread pools, kernels) is not the step's memory
+    draft.zero_grad(set_to_none=True)
+    before = reset_peak()
     t = time.perf_counter()
-    p, arg = target_distribution(last_hidden, head, draft.draft_ids)
-    loss, _ = ttt_forward(draft, ids, aux, p, arg, positions, mask, steps=steps)
-    loss.backward()
+    step(length)
     secs = time.perf_counter() - t
-    peak = peak_rss_mb() - before
+    peak = _status_mb("VmHWM") - before
     dense = steps * 4 * length * length * 4 / 2**20       # fp32 scores one dense TTT would keep (4 heads, B=1)
     return {"tokens": length, "ttt_steps": steps, "peak_mb": round(peak, 1), "mb_per_1k_tokens": round(peak / (length / 1024), 1),
             "seconds": round(secs, 2), "dense_scores_mb": round(dense, 1)}

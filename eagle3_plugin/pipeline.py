@@ -71,11 +71,9 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
             raise RuntimeError(f"regeneration failed for {counts['failed']} conversations (see {partial}.errors.jsonl)")
         os.replace(partial, regen)
     online = work / "draft"
-    if not (online / "model.safetensors").exists() or \
-            json.loads((online / "config.json").read_text())["eagle3_plugin"].get("trained_steps", 0) < cfg.train_steps:
-        train(TrainConfig(target=str(target), data=str(regen), output=str(online), max_steps=cfg.train_steps,
-                          eval_every=max(1, cfg.train_steps // 4), save_every=max(1, cfg.train_steps // 4),
-                          progress=progress, max_length=1024))
+    train(TrainConfig(target=str(target), data=str(regen), output=str(online), max_steps=cfg.train_steps,
+                      eval_every=max(1, cfg.train_steps // 4), save_every=max(1, cfg.train_steps // 4),
+                      progress=progress, max_length=1024))      # resumes, or returns at once if already done
     untrained = work / "draft-untrained"
     if not (untrained / "model.safetensors").exists():
         from safetensors.torch import load_file

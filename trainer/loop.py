@@ -181,6 +181,12 @@ def _save_state(out: Path, draft, updater: Updater, hist: History, cfg: TrainCon
 def _load_state(out: Path, draft, updater: Updater) -> History:
     from safetensors.torch import load_file
     state = out / STATE_DIR
+    need = ["draft_fp32.safetensors", "rng.pt", "history.json", "deepspeed" if updater.engine else "optimizer.pt"]
+    missing = [n for n in need if not (state / n).exists()]
+    if missing:
+        raise SystemExit(f"{state}: cannot resume, the training state lacks {', '.join(missing)} (written by another "
+                         f"eagle3-train version, or with{'out' if updater.engine else ''} --deepspeed). Delete "
+                         f"{state} to start over, or pick another --output")
     draft.load_state_dict(load_file(str(state / "draft_fp32.safetensors")))
     updater.load(state)
     rng = torch.load(state / "rng.pt", weights_only=True)          # never unpickle arbitrary objects
@@ -254,7 +260,7 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = max(1, len(train_samples) // cfg.batch_size)
     total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     hist = History()
-    if (out / STATE_DIR / "history.json").exists():
+    if (out / STATE_DIR).exists():
         hist = _load_state(out, draft, updater)
         say(f"resuming from {out / STATE_DIR} at step {hist.step} (epoch {hist.epoch}, sample {hist.position})")
     writer = _tensorboard(cfg, out) if dist.main else None

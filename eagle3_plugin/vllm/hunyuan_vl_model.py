@@ -3,9 +3,16 @@
 Aux id L is the residual stream entering decoder layer L, i.e. the output of layer L-1: we record it with a forward
 hook on that layer (the same tensor the backend's OutputRecorder would have captured) and return
 ``(hidden_states, [aux...])`` like every native SupportsEagle3 model.
+
+Also fixed here (it is not EAGLE-specific, but speculative decoding makes it visible): when several images are
+encoded in one batch, the backend splits the encoder output by *patch* counts (``image_grid_thw.prod()``), while
+HunYuanVL's patch merger emits (h/2)(w/2 + 1) + 2 tokens per image; every image after the first then gets another
+image's (or repeated) features, so greedy output depends on what else is in the batch. We encode the images of a
+batch one at a time, which is what the backend already does correctly for a single image.
 """
 from __future__ import annotations
 
+import torch
 from vllm.model_executor.models.transformers import TransformersMultiModalForCausalLM
 
 
@@ -18,6 +25,17 @@ class HunYuanVLForConditionalGeneration(TransformersMultiModalForCausalLM):  # n
         self._eagle3_layers: tuple[int, ...] = ()
         self._eagle3_states: dict[int, object] = {}
         self._eagle3_hooks = []
+
+    def _process_vision_input(self, modality, pixel_values, num_patches, **kwargs):
+        rows = num_patches.flatten().tolist()
+        select = getattr(self, "_select_item_kwargs", None)
+        if not isinstance(pixel_values, torch.Tensor) or len(rows) <= 1 or select is None:
+            return super()._process_vision_input(modality, pixel_values, num_patches, **kwargs)
+        out = []
+        for i, item in enumerate(torch.split(pixel_values, rows, dim=0)):
+            out.extend(super()._process_vision_input(modality, item, num_patches.flatten()[i:i + 1],
+                                                     **select(kwargs, i, len(rows))))
+        return out
 
     def set_aux_hidden_state_layers(self, layers) -> None:
         for h in self._eagle3_hooks:
