@@ -187,3 +187,15 @@ def test_check_cli_accepts_a_trained_draft_and_rejects_a_broken_one(tmp_path, te
     bad = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "check", str(out), "--target",
                           str(text_target)], capture_output=True, text=True)
     assert bad.returncode == 1 and "missing tensor 'fc.weight'" in bad.stdout and "FAILED" in bad.stdout
+
+
+def test_offline_training_refuses_features_of_another_target(tmp_path, vl_target, text_target):
+    from eagle3_plugin.trainer.features import dump_features
+    tok = Tokenizer(vl_target, FAMILIES["qwen3_vl"])
+    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == "image"][:1]
+    feats = dump_features(vl_target, samples, tmp_path / "f", [3, 4, 5], progress=False)
+    r = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "train", "--target", str(text_target),
+                        "--features", str(feats), "--output", str(tmp_path / "o"), "--max-steps", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "dumped from another target" in r.stderr and "family 'qwen3_vl'" in r.stderr
+    assert not (tmp_path / "o" / "model.safetensors").exists()

@@ -77,6 +77,22 @@ class FeatureStore:
         self._embed, self._head = head["embed_tokens"], head["lm_head"]
         self.index = [json.loads(l) for l in (self.path / "index.jsonl").read_text().splitlines() if l.strip()]
 
+    def check_target(self, target_cfg: dict, family) -> None:
+        """The features must come from this target: same family, hidden size and vocab (the path may differ)."""
+        meta, where = self.meta, self.path / "meta.json"
+        hidden = int(family.text_config(target_cfg)["hidden_size"])
+        vocab = int(family.text_config(target_cfg)["vocab_size"])
+        problems = []
+        if meta.get("family") != family.name:
+            problems.append(f"family {meta.get('family')!r} != the target's {family.name!r}")
+        if int(meta.get("hidden_size", hidden)) != hidden:
+            problems.append(f"hidden_size {meta.get('hidden_size')} != the target's {hidden}")
+        if int(self._head.shape[0]) != vocab:
+            problems.append(f"lm_head rows {int(self._head.shape[0])} != the target's vocab_size {vocab}")
+        if problems:
+            raise SystemExit(f"{where}: these features were dumped from another target ({meta.get('target')}): "
+                             f"{'; '.join(problems)}. Dump them again for this --target.")
+
     def embed_weight(self):
         return self._embed
 

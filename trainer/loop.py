@@ -222,6 +222,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.features:
         from .features import FeatureStore
         store = FeatureStore(cfg.features)
+        store.check_target(target_cfg, family)
         samples = store.samples()
         aux_ids = store.meta["aux_layer_ids"]
         report.read = report.kept = len(samples)
