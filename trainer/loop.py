@@ -308,16 +308,15 @@ def train(cfg: TrainConfig) -> dict:
             wb.log({"train/loss": loss_v, "train/acc_0": acc0, "train/sim_al_k3": al3}, step=hist.step)
         last = hist.step >= total
         if hist.step % cfg.eval_every == 0 or hist.step % cfg.save_every == 0 or last:
+            if writer:
+                writer.close()              # the output folder is swapped below (see _TensorBoard)
+            ev = None
             if dist.main and eval_samples and (hist.step % cfg.eval_every == 0 or last):
                 ev = evaluate(draft, eval_samples, features, cfg)
                 hist.evals.append({"step": hist.step, **ev})
                 al = ev["sim_al"].get(3, ev["sim_al"][max(ev["sim_al"])])
                 bar.write(f"eval step {hist.step}: loss {ev['loss']:.3f} acc {[round(a, 2) for a in ev['acc']]} "
                           f"sim AL(k=3) {al:.2f}")
-                if writer:
-                    writer.add_scalar("eval/sim_al_k3", al, hist.step)
-                    for i, a in enumerate(ev["acc"]):
-                        writer.add_scalar(f"eval/acc_{i}", a, hist.step)
                 if al > hist.best_al:
                     hist.best_al, hist.best_step = al, hist.step
                     _write_best(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4)})
@@ -327,6 +326,10 @@ def train(cfg: TrainConfig) -> dict:
             if hist.step % cfg.save_every == 0 or last:
                 _save_state(out, draft, updater, hist, cfg, dist)
             dist.barrier()
+            if writer and ev:
+                writer.add_scalar("eval/sim_al_k3", al, hist.step)
+                for i, a in enumerate(ev["acc"]):
+                    writer.add_scalar(f"eval/acc_{i}", a, hist.step)
     bar.close()
     if writer:
         writer.close()
@@ -336,12 +339,31 @@ def train(cfg: TrainConfig) -> dict:
     return result
 
 
+class _TensorBoard:
+    """TensorBoard scalars under OUTPUT/train_state/tb. That folder is swapped atomically at every save, so the
+    writer is closed before a save and reopened (a new event file; TensorBoard reads them all) on the next scalar."""
+
+    def __init__(self, log_dir: str):
+        from torch.utils.tensorboard import SummaryWriter   # noqa: F401  (fail here if tensorboard is missing)
+        self.log_dir, self.writer = log_dir, None
+
+    def add_scalar(self, name: str, value: float, step: int) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.log_dir)
+        self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def _tensorboard(cfg: TrainConfig, out: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        return _TensorBoard(cfg.log_dir or str(out / STATE_DIR / "tb"))
     except Exception:  # noqa: BLE001 - tensorboard is optional
         return None
-    return SummaryWriter(cfg.log_dir or str(out / STATE_DIR / "tb"))
 
 
 def _wandb(cfg: TrainConfig):
