@@ -1,6 +1,6 @@
 """The product path in one call, for the demo, benchmarks and tests:
 tiny target -> prompts -> `eagle3-train regenerate` through `vllm serve` -> online training -> a draft directory.
-Every stage is skipped when its output exists, so a rerun continues where it stopped."""
+Every stage is skipped when its output exists (training resumes), so a rerun continues where it stopped."""
 from __future__ import annotations
 
 import json
@@ -43,6 +43,7 @@ def write_jsonl(path: Path, rows) -> Path:
 def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bool = False) -> dict:
     from . import fixtures
     from .checkpoint import save_draft
+    from .families import FAMILIES
     from .launch import VllmServer
     from .trainer.draft import init_draft
     from .trainer.loop import TrainConfig, train
@@ -52,7 +53,6 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
     work = Path(cfg.workdir)
     target = Path(cfg.target) if cfg.target else cached_tiny_target(
         cfg.family, cache_dir=cache_dir or work, pretrain_steps=cfg.pretrain_steps, **(cfg.tiny_overrides or {}))
-    from .families import FAMILIES
     mod = FAMILIES[cfg.family].modality
     prompts = work / "prompts.jsonl"
     if not prompts.exists():
