@@ -29,4 +29,4 @@ def pretrain_text_stack(model, tokenizer, spec, lr: float = 3e-3, batch: int = 1
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
