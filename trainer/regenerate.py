@@ -71,8 +71,13 @@ def _post(cfg: RegenConfig, body: dict) -> dict:
 
 
 def _served_model(cfg: RegenConfig) -> str:
-    with urllib.request.urlopen(cfg.base_url.rstrip("/") + "/models", timeout=30) as r:
-        return json.loads(r.read())["data"][0]["id"]
+    url = cfg.base_url.rstrip("/") + "/models"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return json.loads(r.read())["data"][0]["id"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise SystemExit(f"regenerate: no OpenAI-compatible server answers at {url} ({e}); start the target first "
+                         f"(e.g. `vllm serve TARGET`) and pass its --base-url, ending in /v1") from None
 
 
 def _regenerate_one(cfg: RegenConfig, conv, out_dir: Path) -> dict:

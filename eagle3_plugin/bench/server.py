@@ -25,7 +25,12 @@ def _get(url: str, timeout: float = 30.0) -> str:
 
 
 def served_model(base_url: str) -> str:
-    return json.loads(_get(base_url.rstrip("/") + "/v1/models"))["data"][0]["id"]
+    url = base_url.rstrip("/") + "/v1/models"
+    try:
+        return json.loads(_get(url))["data"][0]["id"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise SystemExit(f"bench: no OpenAI-compatible server answers at {url} ({e}); check --url / --baseline-url "
+                         f"(the server root, without /v1)") from None
 
 
 def prometheus_sum(text: str, name: str) -> float:
