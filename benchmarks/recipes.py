@@ -37,8 +37,9 @@ def main(argv=None) -> dict:
     from eagle3_plugin.bench import summarise
     from eagle3_plugin.bench.prompts import from_jsonl
     from eagle3_plugin.bench.vllm_offline import make_llm, run_one, shutdown
-    from eagle3_plugin.pipeline import BUDGET, PipelineConfig, run_pipeline
-    from eagle3_plugin.trainer.loop import TrainConfig, train
+    from eagle3_plugin.devtools.pipeline import BUDGET, PipelineConfig, run_pipeline
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.loop import train
     from vllm import SamplingParams
 
     cache = Path(args.cache or os.environ.get("EAGLE3_CACHE") or Path.home() / ".cache" / "eagle3-plugin")
@@ -48,7 +49,7 @@ def main(argv=None) -> dict:
     chats = from_jsonl(pipe["heldout"])
     sampling = SamplingParams(temperature=0, max_tokens=48)
     rows = {}
-    llm = make_llm(pipe["target"], family=args.family, max_model_len=1024)
+    llm = make_llm(pipe["target"], max_model_len=1024, max_num_seqs=4)
     base = run_one(llm, chats, sampling, "baseline", {}, None)
     shutdown(llm)
     for name in args.recipes:
@@ -56,7 +57,7 @@ def main(argv=None) -> dict:
         if not (out / "model.safetensors").exists():
             train(TrainConfig(target=str(pipe["target"]), data=str(pipe["regen"]), output=str(out), max_steps=steps,
                               eval_every=steps, save_every=steps, max_length=1024, progress=False, **RECIPES[name]))
-        llm = make_llm(pipe["target"], out, k=args.k, family=args.family, max_model_len=1024)
+        llm = make_llm(pipe["target"], out, k=args.k, max_model_len=1024, max_num_seqs=4)
         run = run_one(llm, chats, sampling, name, RECIPES[name], args.k)
         shutdown(llm)
         rows[name] = summarise(run, base, greedy=True)

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
 
     import os
     from eagle3_plugin.bench import BenchConfig, run_bench
-    from eagle3_plugin.pipeline import PipelineConfig, run_pipeline
+    from eagle3_plugin.devtools.pipeline import PipelineConfig, run_pipeline
     cache = Path(args.cache or os.environ.get("EAGLE3_CACHE") or Path.home() / ".cache" / "eagle3-plugin")
     pipe = run_pipeline(PipelineConfig.for_family("text", workdir=str(cache / "pipeline-text")), cache_dir=str(cache))
     big = widen_mlp(Path(pipe["target"]), cache / f"wide-target-{args.widen}", args.widen)

@@ -15,7 +15,7 @@ import torch
 from eagle3_plugin import fixtures
 from eagle3_plugin.families import FAMILIES
 from eagle3_plugin.trainer.data import Tokenizer, load_samples, read_jsonl
-from eagle3_plugin.trainer.tiny import cached_tiny_target
+from eagle3_plugin.devtools.tiny import cached_tiny_target
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 def vl(cache):
     target = cached_tiny_target("qwen3_vl", cache_dir=cache)
     tok = Tokenizer(target, FAMILIES["qwen3_vl"])
-    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if any(k == "image" for k, _ in c.media)]
+    samples = [s for c in read_jsonl(fixtures.CONVERSATIONS) if any(k == "image" for k, _ in c.media) for s in tok.encode(c)]
     return target, tok, samples
 
 
@@ -50,30 +50,31 @@ def test_data_loading_with_media(run, vl, tmp_path):
     assert samples and all(s.loss_mask.any() for s in samples)
 
 
-def _one_step(draft, updater, sample, features, cfg):
-    from eagle3_plugin.trainer.loop import train_step
-    loss, _ = train_step(draft, sample, features(sample), cfg)
+def _one_step(draft, updater, sample, source, cfg):
+    from eagle3_plugin.trainer.evaluate import conversation_loss
+    loss, _ = conversation_loss(draft, sample, source.features(sample), cfg)
     updater.backward(loss, 1)
     return updater.step()
 
 
-def _setup(target, cfg_kw, samples):
+def _setup(target, cfg_kw):
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.data import LoadReport
     from eagle3_plugin.trainer.dist import Dist, Updater
     from eagle3_plugin.trainer.draft import init_draft
-    from eagle3_plugin.trainer.loop import FeatureSource, TrainConfig
+    from eagle3_plugin.trainer.source import FeatureSource
     cfg = TrainConfig(target=str(target), output="unused", **cfg_kw)
     tcfg = json.loads((Path(target) / "config.json").read_text())
-    aux = FAMILIES["qwen3_vl"].default_aux_layer_ids(tcfg)
-    features = FeatureSource(cfg, aux, torch.device("cpu"))
-    embed, head = features.embed_and_head()
-    draft = init_draft(tcfg, embed, head, aux_layer_ids=aux)
-    return cfg, features, draft, Updater(draft, 1e-3, 0.5, 1, Dist())
+    source = FeatureSource(cfg, FAMILIES["qwen3_vl"], tcfg, torch.device("cpu"), LoadReport(), progress=False)
+    embed, head = source.embed_and_head()
+    draft = init_draft(tcfg, embed, head, aux_layer_ids=tuple(source.aux_ids))
+    return cfg, source, draft, Updater(draft, 1e-3, 0.5, 1, Dist())
 
 
-def test_train_step_online(run, vl):
-    target, _, samples = vl
-    cfg, features, draft, updater = _setup(target, {"data": "unused"}, samples)
-    gnorm = run(_one_step, draft, updater, samples[0], features, cfg)
+def test_train_step_online(run, vl, tmp_path):
+    target, _, _ = vl
+    cfg, source, draft, updater = _setup(target, {"data": str(_media_jsonl(tmp_path))})
+    gnorm = run(_one_step, draft, updater, source.train_samples[0], source, cfg)
     assert gnorm > 0
 
 
@@ -93,15 +94,14 @@ def test_feature_dumping(run, vl, tmp_path):
     aux = FAMILIES["qwen3_vl"].default_aux_layer_ids(tcfg)
     counter = iter(range(100))
     out = run(lambda: dump_features(target, samples[:4], tmp_path / f"f{next(counter)}", aux, progress=False))
-    assert len(list((out / "samples").glob("*.safetensors"))) == 4
+    from eagle3_plugin.trainer.features import FeatureStore
+    assert len(FeatureStore(out).index) == 4
 
 
 def test_train_step_offline(run, vl, dumped):
-    from eagle3_plugin.trainer.features import FeatureStore
     target, _, _ = vl
-    cfg, features, draft, updater = _setup(target, {"features": str(dumped)}, None)
-    sample = FeatureStore(dumped).samples()[0]
-    gnorm = run(_one_step, draft, updater, sample, features, cfg)
+    cfg, source, draft, updater = _setup(target, {"features": str(dumped)})
+    gnorm = run(_one_step, draft, updater, source.train_samples[0], source, cfg)
     assert gnorm > 0
 
 

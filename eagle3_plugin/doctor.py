@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
-import json
-from pathlib import Path
 
 
 def _version(module: str) -> str:
@@ -47,14 +45,14 @@ def run(engines: list[str] | None = None) -> int:
 
 
 def check_draft(draft: str, target: str | None) -> int:
-    from .checkpoint import validate
+    """Print validate()'s findings and a verdict; 0 = loadable, 1 = errors, 2 = the target cannot be read."""
+    from .checkpoint import read_folder_config, validate
     target_cfg = None
     if target:
-        p = Path(target) / "config.json"
         try:
-            target_cfg = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            print(f"error: cannot read target config {p}: {e}")
+            target_cfg = read_folder_config(target, "target")
+        except ValueError as e:
+            print(f"error: {e}")
             return 2
     findings = validate(draft, target_cfg)
     for f in findings:

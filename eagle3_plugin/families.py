@@ -1,7 +1,9 @@
 """The table of target families: the one place that says how each supported target feeds an EAGLE-3 draft.
 
-The trainer trains by it, the checkpoint writer records it in ``config.json``, both engine adapters serve by it and
-``eagle3-train check`` validates against it. Nothing here imports an engine or torch.
+The trainer trains by it, the checkpoint writer records it in ``config.json``, both engine adapters serve by it, the
+CLI takes its choices from it and ``eagle3-train check`` validates against it. Nothing here imports an engine or torch.
+A family's engine-specific code lives in one file per engine, ``eagle3_plugin/vllm/<name>.py`` and
+``eagle3_plugin/sglang/<name>.py`` (the text family needs none: both engines serve it natively).
 
 Conventions (the same in vLLM and in our trainer):
   * an aux layer id ``L`` is the residual stream *entering* target decoder layer ``L`` (== HF
@@ -15,6 +17,7 @@ Conventions (the same in vLLM and in our trainer):
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -24,14 +27,21 @@ class TargetFamily:
     name: str                                  # short id used on the command line and in config.json
     hf_architectures: tuple[str, ...]          # target `architectures[0]` values this family covers
     model_types: tuple[str, ...]               # target `model_type` values
+    hf_model_class: str                        # the transformers class the trainer loads the target with
     draft_architecture: str                    # what our trainer writes into the draft's config.json
     modality: str                              # "text" | "image" | "audio"
     positions: str                             # "1d" | "mrope" | "row0" (see module doc)
     placeholder_attrs: tuple[str, ...] = ()    # target config attributes holding media placeholder token ids
     deepstack_attr: str | None = None          # vision_config attribute listing deepstack layers (Qwen3-VL)
+    # media items per prompt the engines are started with (vLLM's limit_mm_per_prompt); video needs torchvision
+    media_limits: Mapping[str, int] = field(default_factory=dict)
     # legacy / published names that engines must also accept for this family's targets
     compatible_draft_architectures: tuple[str, ...] = ("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM")
-    notes: str = ""
+
+    @property
+    def has_engine_modules(self) -> bool:
+        """Families other than plain text have one module per engine (see the module doc)."""
+        return self.modality != "text"
 
     # ---- derived facts, computed from a target config (a dict from config.json) ----
     def text_config(self, cfg: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -55,7 +65,8 @@ class TargetFamily:
 
     def default_aux_layer_ids(self, cfg: Mapping[str, Any]) -> tuple[int, int, int]:
         """EAGLE-3's (low, mid, high) = (2, L//2, L-3), moved above Qwen3-VL's deepstack range so the captured
-        states do not depend on where an engine adds the deepstack features (SpecForge PR #431 did the same)."""
+        states do not depend on where an engine adds the deepstack features (SpecForge PR #431 did the same).
+        The one place aux ids are decided; a draft config's own ids override it (checkpoint.aux_layer_ids)."""
         n = self.num_layers(cfg)
         low = max(2, self.deepstack_depth(cfg) + 1)
         ids = (low, max(low + 1, n // 2), n - 3)
@@ -80,34 +91,42 @@ class TargetFamily:
             out["rope_scaling"] = None
         return out
 
+    def engine_media_limits(self) -> dict[str, int] | None:
+        """``media_limits`` for this machine: video is switched off where torchvision (its decoder) is missing."""
+        if not self.media_limits:
+            return None
+        limits = dict(self.media_limits)
+        if "video" in limits and importlib.util.find_spec("torchvision") is None:
+            limits["video"] = 0
+        return limits
+
 
 FAMILIES: dict[str, TargetFamily] = {f.name: f for f in (
     TargetFamily(
         name="text", hf_architectures=("Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM"),
-        model_types=("qwen3", "qwen2", "llama"), draft_architecture="LlamaForCausalLMEagle3",
-        modality="text", positions="1d", compatible_draft_architectures=("Eagle3LlamaForCausalLM",),
-        notes="built into both engines; no plugin needed"),
+        model_types=("qwen3", "qwen2", "llama"), hf_model_class="AutoModelForCausalLM",
+        draft_architecture="LlamaForCausalLMEagle3", modality="text", positions="1d",
+        compatible_draft_architectures=("Eagle3LlamaForCausalLM",)),
     TargetFamily(
         name="qwen3_vl", hf_architectures=("Qwen3VLForConditionalGeneration",), model_types=("qwen3_vl",),
-        draft_architecture="Eagle3Qwen3VLForCausalLM", modality="image", positions="mrope",
-        placeholder_attrs=("image_token_id", "video_token_id"), deepstack_attr="deepstack_visual_indexes",
+        hf_model_class="Qwen3VLForConditionalGeneration", draft_architecture="Eagle3Qwen3VLForCausalLM",
+        modality="image", positions="mrope", placeholder_attrs=("image_token_id", "video_token_id"),
+        deepstack_attr="deepstack_visual_indexes", media_limits={"image": 1, "video": 1},
         compatible_draft_architectures=("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM",
-                                        "Eagle3Qwen3vlForCausalLM"),
-        notes="native SupportsEagle3 in vLLM >= 0.12 and SGLang >= 0.5.11; draft gets 3-row M-RoPE ids"),
+                                        "Eagle3Qwen3vlForCausalLM")),
     TargetFamily(
         name="hunyuan_vl", hf_architectures=("HunYuanVLForConditionalGeneration",), model_types=("hunyuan_vl",),
-        draft_architecture="Eagle3HunYuanVLForCausalLM", modality="image", positions="row0",
-        placeholder_attrs=("image_token_id",),
-        notes="vLLM >= 0.29 serves it on the Transformers backend, whose aux capture we fix; SGLang has no model"),
+        hf_model_class="HunYuanVLForConditionalGeneration", draft_architecture="Eagle3HunYuanVLForCausalLM",
+        modality="image", positions="row0", placeholder_attrs=("image_token_id",), media_limits={"image": 1}),
     TargetFamily(
         name="qwen2_audio", hf_architectures=("Qwen2AudioForConditionalGeneration",),
-        model_types=("qwen2_audio",), draft_architecture="Eagle3Qwen2AudioForCausalLM", modality="audio",
-        positions="1d", placeholder_attrs=("audio_token_index",),
-        notes="neither engine implements EAGLE-3 capture for it; the plugin adds it"),
+        model_types=("qwen2_audio",), hf_model_class="Qwen2AudioForConditionalGeneration",
+        draft_architecture="Eagle3Qwen2AudioForCausalLM", modality="audio", positions="1d",
+        placeholder_attrs=("audio_token_index",), media_limits={"audio": 1}),
 )}
 
 DRAFT_ARCHITECTURES: dict[str, TargetFamily] = {
-    f.draft_architecture: f for f in FAMILIES.values() if f.name != "text"}
+    f.draft_architecture: f for f in FAMILIES.values() if f.has_engine_modules}
 
 
 def family_for_target(cfg: Mapping[str, Any]) -> TargetFamily:

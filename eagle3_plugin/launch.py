@@ -13,9 +13,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-# vLLM's limit_mm_per_prompt per family: one media item per prompt; Qwen3-VL video off (no torchvision on CPU here)
-MEDIA_LIMITS = {"text": None, "qwen3_vl": {"image": 1, "video": 0}, "hunyuan_vl": {"image": 1},
-                "qwen2_audio": {"audio": 1}}
+
+
+def on_cpu() -> bool:
+    """vLLM's CPU backend: eager mode (its compiled mode spends minutes compiling); GPUs keep CUDA graphs."""
+    import torch
+    return not torch.cuda.is_available()
 
 
 def free_port() -> int:
@@ -76,11 +79,14 @@ class VllmServer:
 
     def command(self, port: int) -> list[str]:
         from .families import family_for_target
-        fam = family_for_target(json.loads((self.target / "config.json").read_text())).name
+        from .models import model_config
+        limits = family_for_target(model_config(self.target)).engine_media_limits()
         cmd = [vllm_executable(), "serve", str(self.target), "--host", "127.0.0.1", "--port", str(port),
-               "--served-model-name", self.served_name, "--enforce-eager", "--dtype", "bfloat16"]
-        if MEDIA_LIMITS[fam]:
-            cmd += ["--limit-mm-per-prompt", json.dumps(MEDIA_LIMITS[fam])]
+               "--served-model-name", self.served_name, "--dtype", "bfloat16"]
+        if on_cpu():
+            cmd.append("--enforce-eager")
+        if limits:
+            cmd += ["--limit-mm-per-prompt", json.dumps(limits)]
         if self.draft:
             cmd += ["--speculative-config", json.dumps({"method": "eagle3", "model": str(self.draft),
                                                         "num_speculative_tokens": self.k})]
@@ -88,10 +94,8 @@ class VllmServer:
 
     def __enter__(self) -> "VllmServer":
         self.port = free_port()
-        # a small KV cache unless the user sized it (the variable only matters on vLLM's CPU backend)
-        env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
         self._proc = Subprocess(self.command(self.port), self.log_path, f"http://127.0.0.1:{self.port}/health",
-                                self.timeout, env).__enter__()
+                                self.timeout).__enter__()
         return self
 
     @property

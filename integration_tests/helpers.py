@@ -11,15 +11,13 @@ import torch
 
 from eagle3_plugin import fixtures
 from eagle3_plugin.checkpoint import build_draft_config, save_draft
-from eagle3_plugin.families import family_for_target
 
-from eagle3_plugin.launch import MEDIA_LIMITS as LIMITS  # noqa: F401  (re-exported for the tests)
 
 CACHE = Path(os.environ.get("EAGLE3_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
 
 
 def tiny(family: str, **overrides) -> Path:
-    from eagle3_plugin.trainer.tiny import cached_tiny_target
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
     return cached_tiny_target(family, cache_dir=CACHE, **overrides)
 
 
@@ -129,8 +127,7 @@ def generate_inputs(family: str, tokenizer, n: int = 4) -> list[dict]:
 def make_llm(target: Path, draft: Path | None = None, k: int = 3, **kw):
     """A vLLM CPU engine through the product's own factory (bench.vllm_offline), with test-sized limits."""
     from eagle3_plugin.bench.vllm_offline import make_llm as product_make_llm
-    fam = family_for_target(target_config(target)).name
-    return product_make_llm(target, draft, k=k, family=fam, **{"max_model_len": 1024, **kw})
+    return product_make_llm(target, draft, k=k, **{"max_model_len": 1024, "max_num_seqs": 4, **kw})
 
 
 def shutdown(llm) -> None:
@@ -149,7 +146,7 @@ def spec_counters(llm) -> dict:
 def pipeline(family: str) -> dict:
     """The product's pipeline (tiny pretrained target -> regenerate via `vllm serve` -> online training), cached
     for the whole test run."""
-    from eagle3_plugin.pipeline import PipelineConfig, run_pipeline
+    from eagle3_plugin.devtools.pipeline import PipelineConfig, run_pipeline
     cfg = PipelineConfig.for_family(family, workdir=str(CACHE / f"pipeline-{family}"))
     return run_pipeline(cfg, cache_dir=str(CACHE))
 

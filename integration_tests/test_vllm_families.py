@@ -14,7 +14,6 @@ Per family, `pipeline()` runs the product's training path: prompts -> `eagle3-tr
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -60,13 +59,14 @@ def _offline_draft(family, pipe) -> Path:
     from eagle3_plugin.families import family_for_target
     from eagle3_plugin.trainer.data import Tokenizer, load_samples
     from eagle3_plugin.trainer.features import dump_features
-    from eagle3_plugin.trainer.loop import TrainConfig, train
-    from eagle3_plugin.pipeline import BUDGET
-    steps = BUDGET[family][1]
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.loop import train
+    from eagle3_plugin.devtools.pipeline import BUDGET
+    tcfg = target_config(pipe["target"])
+    fam = family_for_target(tcfg)
+    steps = BUDGET[fam.modality][1]
     out = pipe["work"] / "draft-offline"
     if not (out / "model.safetensors").exists():
-        tcfg = target_config(pipe["target"])
-        fam = family_for_target(tcfg)
         samples = load_samples(pipe["regen"], Tokenizer(pipe["target"], fam), 1024, progress=False)
         feats = dump_features(pipe["target"], samples, pipe["work"] / "features", fam.default_aux_layer_ids(tcfg),
                               progress=False)

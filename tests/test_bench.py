@@ -20,7 +20,7 @@ N_PROMPTS, OUT_LEN = 3, 12
 @pytest.fixture(scope="module")
 def text_target(tmp_path_factory):
     import os
-    from eagle3_plugin.trainer.tiny import cached_tiny_target
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
     return cached_tiny_target("text", cache_dir=os.environ.get("EAGLE3_CACHE") or tmp_path_factory.mktemp("c"))
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from eagle3_plugin import fixtures
 from eagle3_plugin.launch import free_port
-from eagle3_plugin.trainer.tiny import cached_tiny_target
+from eagle3_plugin.devtools.tiny import cached_tiny_target
 
 ARGS = ["--max-steps", "6", "--batch-size", "2", "--ttt-steps", "3", "--save-every", "3", "--eval-every", "1000",
         "--warmup-steps", "2", "--no-progress", "--draft-vocab-size", "400"]
@@ -34,7 +34,8 @@ def _train(target, out, nproc=1, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return r.stdout, load_file(str(out / "train_state" / "draft_fp32.safetensors"))
+    (state,) = (out / "train_state").glob("step-????????")        # only the newest complete state is kept
+    return r.stdout, load_file(str(state / "draft_fp32.safetensors"))
 
 
 def _maxrel(a, b):
@@ -47,7 +48,7 @@ def test_two_processes_match_one(tmp_path, text_target):
     out, two = _train(text_target, tmp_path / "two", nproc=2)
     assert '"processes": 2' in out
     _, ds = _train(text_target, tmp_path / "ds", nproc=2, extra=["--deepspeed", "zero2"])
-    assert (tmp_path / "ds" / "train_state" / "deepspeed").is_dir()     # ZeRO partitions, one per rank
+    assert (tmp_path / "ds" / "train_state" / "step-00000006" / "deepspeed").is_dir()   # ZeRO partitions
     assert _maxrel(one, two) < 1e-4, "2-process data parallel diverged from 1 process"
     assert _maxrel(one, ds) < 1e-4, "DeepSpeed ZeRO-2 diverged from 1 process"
     for d in ("two", "ds"):

@@ -1,6 +1,7 @@
 """`eagle3-train regenerate` against an OpenAI-compatible stub: text, image and audio conversations, every assistant
 turn regenerated in order, media sent as data URIs and kept as file references, bad lines and failed requests
-recorded (never lost), and a rerun resumes."""
+recorded (never lost), and a rerun resumes. The robustness cases (torn lines, duplicate ids, malformed answers,
+retries, timeouts, several servers, the command line) are in test_regenerate_server.py."""
 from __future__ import annotations
 
 import json
@@ -62,9 +63,11 @@ def test_regenerate_media_multiturn_errors_and_resume(tmp_path, server):
     src.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n{not json\n"
                    + "\n".join(json.dumps(r) for r in rows[2:]) + "\n")
     out = tmp_path / "out" / "regen.jsonl"
-    counts = regenerate(RegenConfig(input=str(src), output=str(out), base_url=url, concurrency=4), progress=False)
-    assert counts == {"done_before": 0, "written": 3, "failed": 1, "bad_lines": 1}
+    counts = regenerate(RegenConfig(input=str(src), output=str(out), base_url=url, concurrency=4, retries=0),
+                        progress=False)
+    assert counts == {"done_before": 0, "written": 3, "failed": 1, "bad_lines": 1, "torn_line_repaired": 0}
     got = {json.loads(l)["id"]: json.loads(l) for l in out.read_text().splitlines()}
+    assert {r["id"]: r["source_line"] for r in got.values()} == {"t": 1, "i": 2, "a": 4}
     t = got["t"]["conversations"]
     assert t[1]["content"][0]["text"] == "answer 1: hello"
     assert t[3]["content"][0]["text"] == "answer 3: again"      # the 2nd turn saw the regenerated 1st one
@@ -76,10 +79,10 @@ def test_regenerate_media_multiturn_errors_and_resume(tmp_path, server):
                for r in seen for m in r["messages"] if isinstance(m["content"], list) for p in m["content"])
     errors = [json.loads(l) for l in (out.parent / "regen.jsonl.errors.jsonl").read_text().splitlines()]
     assert any(e["where"].endswith("in.jsonl:3") and "malformed JSON" in e["error"] for e in errors)
-    assert any(e.get("id") == "f" and "500" in e["error"] for e in errors)
+    assert any(e.get("id") == "f" and e["source_line"] == 5 and "500" in e["error"] for e in errors)
 
     n_requests = len(seen)
-    again = regenerate(RegenConfig(input=str(src), output=str(out), base_url=url), progress=False)
+    again = regenerate(RegenConfig(input=str(src), output=str(out), base_url=url, retries=0), progress=False)
     assert again["done_before"] == 3 and again["written"] == 0 and again["failed"] == 1
     assert len(seen) == n_requests + 1                             # only the failed conversation is retried
     assert len(out.read_text().splitlines()) == 3

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eagle3_plugin import fixtures
-from eagle3_plugin.trainer.tiny import build_tiny_target, cached_tiny_target
+from eagle3_plugin.devtools.tiny import build_tiny_target, cached_tiny_target
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,14 @@ def _inputs(family, processor):
 @pytest.mark.parametrize("family", ["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"])
 def test_tiny_target_loads_forwards_and_generates(family, cache):
     import transformers
-    from eagle3_plugin.trainer.target import _model_class, decoder_layers
+    from eagle3_plugin.trainer.target import model_class, decoder_layers
     from eagle3_plugin.families import FAMILIES
     path = cached_tiny_target(family, cache_dir=cache)
     cfg = json.loads((path / "config.json").read_text())
     text_cfg = cfg.get("text_config", cfg)
     assert text_cfg["num_hidden_layers"] >= 8
     proc = (transformers.AutoTokenizer if family == "text" else transformers.AutoProcessor).from_pretrained(path)
-    model = _model_class(FAMILIES[family]).from_pretrained(path, dtype=torch.float32).eval()
+    model = model_class(FAMILIES[family]).from_pretrained(path, dtype=torch.float32).eval()
     # towers have a different depth than the text stack (vLLM's Transformers backend finds layers by count)
     towers = [m for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and m is not
               decoder_layers(model) and len(m) == len(decoder_layers(model))]

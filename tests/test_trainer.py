@@ -16,7 +16,7 @@ import torch
 from eagle3_plugin import fixtures
 from eagle3_plugin.families import FAMILIES
 from eagle3_plugin.trainer.data import LoadReport, Tokenizer, load_samples, read_jsonl
-from eagle3_plugin.trainer.tiny import cached_tiny_target
+from eagle3_plugin.devtools.tiny import cached_tiny_target
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_loss_mask_is_exactly_the_assistant_turns(family, cache):
              if (want_kind == "text" and not c.media) or any(k == want_kind for k, _ in c.media)][:3]
     assert convs
     for conv in convs:
-        s = tok.encode(conv)
+        (s,) = tok.encode(conv)
         decoded = tok.tokenizer.decode(s.input_ids[s.loss_mask])
         answers = [p["text"] for m in conv.messages if m["role"] == "assistant" for p in m["content"]]
         for a in answers:
@@ -111,7 +111,7 @@ def test_offline_features_reproduce_online_features(tmp_path, cache, family):
     target = cached_tiny_target(family, cache_dir=cache)
     tok = Tokenizer(target, FAMILIES[family])
     kind = FAMILIES[family].modality
-    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == kind][:2]
+    samples = [s for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == kind for s in tok.encode(c)][:2]
     ids = [3, 4, 5]
     store = FeatureStore(dump_features(target, samples, tmp_path / "f", ids, progress=False))
     t = Target(target)
@@ -125,16 +125,22 @@ def test_offline_features_reproduce_online_features(tmp_path, cache, family):
 
 TRAIN = """
 import sys
-from eagle3_plugin.trainer.loop import TrainConfig, train
+from eagle3_plugin.trainer.config import TrainConfig
+from eagle3_plugin.trainer.loop import train
 if __name__ == "__main__":
     train(TrainConfig(target=sys.argv[1], data=sys.argv[2], output=sys.argv[3], max_steps=int(sys.argv[4]),
                       save_every=5, eval_every=1000, progress=False, ttt_steps=3, eval_fraction=0))
 """
 
 
+def _newest_state(d: Path) -> Path | None:
+    states = sorted((d / "train_state").glob("step-????????"))
+    return states[-1] if states else None
+
+
 def _weights(d: Path):
     from safetensors.torch import load_file
-    return load_file(str(d / "train_state" / "draft_fp32.safetensors"))
+    return load_file(str(_newest_state(d) / "draft_fp32.safetensors"))
 
 
 def test_exact_resume_after_kill_9(tmp_path, text_target):
@@ -148,13 +154,12 @@ def test_exact_resume_after_kill_9(tmp_path, text_target):
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, str(script), str(text_target), str(data), str(run), str(steps)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hist = run / "train_state" / "history.json"
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and p.poll() is None:
         try:
-            step = json.loads(hist.read_text())["step"]
-        except (OSError, ValueError):
+            step = json.loads((_newest_state(run) / "history.json").read_text())["step"]
+        except (OSError, ValueError, TypeError):
             step = 0
         if step >= 30:
             p.send_signal(signal.SIGKILL)
@@ -169,7 +174,7 @@ def test_exact_resume_after_kill_9(tmp_path, text_target):
     assert "resuming from" in r.stdout
     a, b = _weights(ref), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed training diverged from the uninterrupted run"
-    assert json.loads((run / "train_state" / "history.json").read_text())["step"] == steps
+    assert json.loads((_newest_state(run) / "history.json").read_text())["step"] == steps
 
 
 def test_check_cli_accepts_a_trained_draft_and_rejects_a_broken_one(tmp_path, text_target):
@@ -192,7 +197,7 @@ def test_check_cli_accepts_a_trained_draft_and_rejects_a_broken_one(tmp_path, te
 def test_offline_training_refuses_features_of_another_target(tmp_path, vl_target, text_target):
     from eagle3_plugin.trainer.features import dump_features
     tok = Tokenizer(vl_target, FAMILIES["qwen3_vl"])
-    samples = [tok.encode(c) for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == "image"][:1]
+    samples = [s for c in read_jsonl(fixtures.CONVERSATIONS) if c.media and c.media[0][0] == "image" for s in tok.encode(c)][:1]
     feats = dump_features(vl_target, samples, tmp_path / "f", [3, 4, 5], progress=False)
     r = subprocess.run([sys.executable, "-m", "eagle3_plugin.entry_points.cli", "train", "--target", str(text_target),
                         "--features", str(feats), "--output", str(tmp_path / "o"), "--max-steps", "1"],

@@ -14,6 +14,7 @@ that line, keeps going, and reports counts at the end.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -23,12 +24,17 @@ from typing import Any, Iterator
 
 import torch
 
+from eagle3_plugin.models import model_config, resolve_model
+
 MEDIA_TYPES = {"image": "image", "image_url": "image", "audio": "audio", "audio_url": "audio"}
 
 
 class DataError(ValueError):
-    def __init__(self, where: str, message: str, fix: str = ""):
-        self.where, self.message, self.fix = where, message, fix
+    """A bad line, media file or feature shard: reported with where, what and the fix, skipped and counted.
+    `keep`: a conversation that is still used (a warning, such as a repeated id)."""
+
+    def __init__(self, where: str, message: str, fix: str = "", keep: "Conversation | None" = None):
+        self.where, self.message, self.fix, self.keep = where, message, fix, keep
         super().__init__(f"{where}: {message}" + (f" — fix: {fix}" if fix else ""))
 
 
@@ -39,6 +45,17 @@ class Conversation:
     media: list[tuple[str, Path]]  # ("image"|"audio", absolute path) in order of appearance
     where: str                    # "file:line"
 
+    def prompt_key(self) -> str:
+        """sha256 of every non-assistant text and the bytes of every media file: equal for the same prompt."""
+        h = hashlib.sha256()
+        for m in self.messages:
+            if m["role"] != "assistant":
+                for p in m["content"]:
+                    h.update(f"{m['role']}:{p['type']}:{p.get('text', '')}\0".encode())
+        for _, path in self.media:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
+
 
 @dataclass
 class Sample:
@@ -47,10 +64,18 @@ class Sample:
     loss_mask: torch.Tensor       # [T] bool: assistant tokens
     mm_inputs: dict = field(default_factory=dict)   # processor outputs besides input_ids/attention_mask
     where: str = ""
+    prompt_key: str = ""          # hash of the prompt's text and media bytes (see Conversation.prompt_key)
 
     @property
     def num_tokens(self) -> int:
         return int(self.input_ids.numel())
+
+    @property
+    def content_key(self) -> str:
+        """What makes two samples the same for splitting: the prompt (text + media), else the tokens."""
+        if self.prompt_key:
+            return self.prompt_key
+        return hashlib.sha256(self.input_ids.numpy().tobytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- reading jsonl
@@ -90,21 +115,47 @@ def _normalise_content(content: Any, where: str, i: int, base: Path) -> tuple[li
     return parts, media
 
 
+class DataFileError(SystemExit):
+    """The data file itself is unusable (missing, a folder): one line on the command line."""
+
+
 def read_jsonl(path: str | os.PathLike, errors: list[DataError] | None = None) -> Iterator[Conversation]:
-    """Yield valid conversations; invalid lines go to `errors` (or raise if errors is None)."""
+    """Yield valid conversations; invalid lines go to `errors` (or raise if errors is None). Lines are decoded one
+    by one, so a bad byte costs its line, not the file. A repeated id is reported (and kept: it is another row)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataFileError(f"{p}: is a folder; give the conversations jsonl file")
+    if not p.is_file():
+        raise DataFileError(f"{p}: no such data file")
     base = p.parent.resolve()
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    seen: dict[str, int] = {}
+    with open(p, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             where = f"{p}:{lineno}"
             try:
-                yield _parse(line, where, base, lineno)
-            except DataError as e:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                conv = _parse(line, where, base, lineno)
+                if conv.id in seen:
+                    raise DataError(where, f"id {conv.id!r} repeats line {seen[conv.id]}; kept, but check the "
+                                           f"data for duplicated rows", "give every row its own id",
+                                    keep=conv)
+                seen[conv.id] = lineno
+                yield conv
+            except UnicodeDecodeError as e:
+                e = DataError(where, f"not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}",
+                              "save the file as UTF-8")
                 if errors is None:
-                    raise
+                    raise e from None
                 errors.append(e)
+            except DataError as e:
+                if errors is None and e.keep is None:
+                    raise
+                if errors is not None:
+                    errors.append(e)
+                if e.keep is not None:
+                    yield e.keep
 
 
 def _parse(line: str, where: str, base: Path, lineno: int) -> Conversation:
@@ -126,7 +177,20 @@ def _parse(line: str, where: str, base: Path, lineno: int) -> Conversation:
         parts, med = _normalise_content(m["content"], where, i, base)
         if m["role"] == "assistant" and med:
             raise DataError(where, f"conversations[{i}]: media in an assistant turn is not supported")
-        messages.append({"role": m["role"], "content": parts})
+        msg = {"role": m["role"], "content": parts}
+        if m["role"] == "assistant":
+            if not "".join(p.get("text", "") for p in parts).strip() and not m.get("token_ids"):
+                if i == len(convs) - 1 and any(x.get("role") == "assistant" for x in convs[:i]):
+                    continue      # a trailing empty turn to regenerate: the earlier answers still train
+                raise DataError(where, f"conversations[{i}]: empty assistant turn: nothing to train on",
+                                "regenerate the answers with `eagle3-train regenerate`")
+            ids = m.get("token_ids")
+            if ids is not None and not (isinstance(ids, list) and all(isinstance(t, int) for t in ids)):
+                raise DataError(where, f"conversations[{i}].token_ids must be a list of token ids")
+            for key in ("token_ids", "reasoning_content"):
+                if m.get(key) is not None:
+                    msg[key] = m[key]
+        messages.append(msg)
         media += med
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(where, "conversation has no assistant turn: nothing to train on",
@@ -136,85 +200,133 @@ def _parse(line: str, where: str, base: Path, lineno: int) -> Conversation:
 
 # ----------------------------------------------------------------------------------------------- tokenising
 class Tokenizer:
-    """Renders and tokenises conversations with the target's own chat template and processor."""
+    """Turns conversations into exactly the token sequences the engine serves (render.ChatRenderer: vLLM's chat
+    path by default, SGLang's with engine="sglang"): for each assistant turn, the engine's prompt for the messages
+    before it (with the generation prompt) followed by the tokens the target generated (the ``token_ids`` that
+    `eagle3-train regenerate` stores, else the answer as the template renders it, up to and including the first
+    end-of-turn token: the engine generates nothing after it). Consecutive turns share one sample while each prompt
+    extends the previous sample; a template that rewrites history (e.g. drops earlier thinking) starts a new one.
+    The processor then expands each media placeholder of the prompt, exactly as the serving engine does."""
 
-    def __init__(self, target_path: str | os.PathLike, family):
-        import transformers
+    def __init__(self, target_path: str | os.PathLike, family, chat_template: str | None = None,
+                 chat_template_kwargs: dict | None = None, engine: str = "vllm"):
+        from .render import ChatRenderer
         self.family = family
-        self.placeholder_ids: set[int] = set()
-        cfg = json.loads((Path(target_path) / "config.json").read_text())
-        self.placeholder_ids = set(family.placeholder_token_ids(cfg))
-        if family.modality == "text":
-            self.processor = None
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(target_path))
-        else:
-            self.processor = transformers.AutoProcessor.from_pretrained(str(target_path))
-            self.tokenizer = self.processor.tokenizer
+        target_path = resolve_model(target_path)
+        cfg = model_config(target_path)
+        self.placeholder_ids: set[int] = set(family.placeholder_token_ids(cfg))
+        kw = {"engine": engine} if engine != "vllm" else {}
+        self.renderer = ChatRenderer.from_pretrained(target_path, chat_template=chat_template,
+                                                     chat_template_kwargs=chat_template_kwargs, **kw)
+        self.tokenizer = self.renderer.tokenizer
+        self.processor = self.renderer.processor if family.modality != "text" else None
+        self.stop_ids = _stop_ids(target_path, self.tokenizer)
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        obj = self.processor or self.tokenizer
-        return obj.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-    def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """Full rendered text and the character span of every assistant turn (from the template itself)."""
-        text = self.render(messages)
-        spans = []
-        for i, m in enumerate(messages):
-            if m["role"] != "assistant":
-                continue
-            before = self.render(messages[:i], add_generation_prompt=True) if i else ""
-            upto = self.render(messages[:i + 1])
-            if not text.startswith(upto) or not upto.startswith(before):
-                raise DataError("", "the chat template does not render conversations prefix-consistently, so "
-                                    "assistant turns cannot be located", "use a standard template")
-            spans.append((len(before), len(upto)))
-        return text, spans
-
-    def encode(self, conv: Conversation) -> Sample:
+    def encode(self, conv: Conversation) -> list[Sample]:
+        """The samples of one conversation (usually one; see the class doc)."""
         if conv.media and self.processor is None:
             kinds = sorted({k for k, _ in conv.media})
             raise DataError(conv.where, f"conversation has {'/'.join(kinds)} content but the target is a text "
                                         f"model", "drop media conversations from this target's data")
-        text, spans = self.assistant_spans(conv.messages)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        mask = [any(a <= s < b for a, b in spans) for s, _ in offsets]
+        wrong = sorted({k for k, _ in conv.media if k != self.family.modality})
+        if wrong:
+            raise DataError(conv.where, f"conversation has {'/'.join(wrong)} content but this "
+                                        f"{self.family.modality} target takes {self.family.modality} only",
+                            "give each target the media it reads")
+        pieces: list[tuple[list[int], list[bool], list[int]]] = []   # (ids, mask, prompt length) per sample
+        ids: list[int] = []
+        mask: list[bool] = []
+        prompt_len = 0
+        for i, m in enumerate(conv.messages):
+            if m["role"] != "assistant":
+                continue
+            prompt = self._render_ids(conv, conv.messages[:i], add_generation_prompt=True)
+            if ids and prompt[:len(ids)] != ids:       # the template rewrote history: start a new sample
+                pieces.append((ids, mask, prompt_len))
+                ids, mask = [], []
+            answer = self._answer_ids(conv, i, prompt)
+            mask += [False] * (len(prompt) - len(ids)) + [True] * len(answer)
+            ids, prompt_len = prompt + answer, len(prompt)
+        pieces.append((ids, mask, prompt_len))
+        return [self._sample(conv, ids, mask, n, k) for k, (ids, mask, n) in enumerate(pieces)]
+
+    def _render_ids(self, conv, messages, add_generation_prompt: bool) -> list[int]:
+        from .render import ChatTemplateError
+        try:
+            return self.renderer.prompt_ids(messages, add_generation_prompt=add_generation_prompt)
+        except (ChatTemplateError, ValueError) as e:
+            raise DataError(conv.where, str(e), "pass --chat-template FILE (the template you serve with)") from None
+
+    def _answer_ids(self, conv, i: int, prompt: list[int]) -> list[int]:
+        m = conv.messages[i]
+        if m.get("token_ids"):
+            return list(m["token_ids"])
+        full = self._render_ids(conv, conv.messages[:i + 1], add_generation_prompt=False)
+        if full[:len(prompt)] == prompt:
+            answer = full[len(prompt):]
+        else:                     # the template renders the turn apart from its prompt: the answer text + stop
+            text = "".join(p.get("text", "") for p in m["content"])
+            answer = self.tokenizer(text, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
+        stop = next((j for j, t in enumerate(answer) if t in self.stop_ids), None)
+        return answer[:stop + 1] if stop is not None else answer
+
+    def _sample(self, conv, ids: list[int], mask: list[bool], prompt_len: int, k: int) -> Sample:
         mm_inputs: dict = {}
-        if conv.media:
-            full = self._process(text, conv)
-            expanded = full.pop("input_ids")[0].tolist()
-            full.pop("attention_mask", None)
-            mm_inputs = dict(full)
-            ids, mask = self._expand(ids, mask, expanded, conv.where)
+        n_media = sum(1 for t in ids if t in self.placeholder_ids)
+        if n_media:
+            ids, mask, mm_inputs = self._expand_media(conv, ids, mask, prompt_len, conv.media[:n_media])
         t_ids = torch.tensor(ids, dtype=torch.long)
         t_mask = torch.tensor(mask, dtype=torch.bool)
         if self.placeholder_ids:
             t_mask &= ~torch.isin(t_ids, torch.tensor(sorted(self.placeholder_ids)))
-        return Sample(conv.id, t_ids, t_mask, mm_inputs, conv.where)
+        sid = conv.id if k == 0 else f"{conv.id}#{k}"
+        return Sample(sid, t_ids, t_mask, mm_inputs, conv.where, conv.prompt_key())
 
-    def _process(self, text: str, conv: Conversation) -> dict:
-        from eagle3_plugin import fixtures  # noqa: F401  (keeps import light for text-only runs)
-        images = [p for kind, p in conv.media if kind == "image"]
-        audios = [p for kind, p in conv.media if kind == "audio"]
+    def _expand_media(self, conv, ids, mask, prompt_len, media):
+        """The processor expands each placeholder token of the prompt into the media's tokens (a run of itself).
+        It re-tokenises its text, so it gets the prompt only: a rendered text's canonical tokens, which round-trip
+        (generated answers may not)."""
+        text = self.tokenizer.decode(ids[:prompt_len], skip_special_tokens=False)
+        full = self._process(text, conv, media)
+        expanded = full.pop("input_ids")[0].tolist()
+        full.pop("attention_mask", None)
+        head, head_mask = self._align(ids[:prompt_len], mask[:prompt_len], expanded, conv.where)
+        tail = len(ids) - prompt_len
+        mm_inputs = {}
+        for key, v in full.items():      # per-token arrays (mm_token_type_ids) get zeros for the answer tokens
+            if torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, len(expanded)):
+                v = torch.cat([v, v.new_zeros(1, tail)], dim=1)
+            mm_inputs[key] = v
+        return head + ids[prompt_len:], head_mask + mask[prompt_len:], mm_inputs
+
+    def _process(self, text: str, conv: Conversation, media) -> dict:
+        images = [p for kind, p in media if kind == "image"]
+        audios = [p for kind, p in media if kind == "audio"]
         kw: dict = {}
         try:
             if images:
                 from PIL import Image
                 kw["images"] = [Image.open(p).convert("RGB") for p in images]
             if audios:
-                kw["audio"] = [_load_audio(p, self.processor.feature_extractor.sampling_rate) for p in audios]
-                kw["sampling_rate"] = self.processor.feature_extractor.sampling_rate
+                sr = self.processor.feature_extractor.sampling_rate
+                kw["audio"] = [_load_audio(p, sr) for p in audios]
+                kw["sampling_rate"] = sr
         except Exception as e:  # noqa: BLE001 - corrupt media
             raise DataError(conv.where, f"cannot decode media: {type(e).__name__}: {e}",
                             "check the file; images must be readable by PIL, audio by soundfile") from None
-        return dict(self.processor(text=[text], return_tensors="pt", **kw))
+        try:
+            return dict(self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kw))
+        except Exception as e:  # noqa: BLE001 - media the processor cannot take (too small, empty audio)
+            raise DataError(conv.where, f"the target's processor cannot take this media: {type(e).__name__}: "
+                                        f"{str(e).splitlines()[0][:300]}",
+                            "check the media size and content against the processor's limits") from None
 
-    def _expand(self, ids, mask, expanded, where):
+    def _align(self, ids, mask, expanded, where):
         """Carry the mask through the processor's placeholder expansion (a placeholder -> a run of itself)."""
         out_mask, j = [], 0
         for tok, m in zip(ids, mask):
             if j >= len(expanded) or expanded[j] != tok:
-                raise DataError(where, "processor output does not align with the tokenised text",
+                raise DataError(where, f"the processor's tokens differ from the rendered prompt at token {j}",
                                 "report this with the sample")
             if tok in self.placeholder_ids:
                 run = 0
@@ -225,8 +337,20 @@ class Tokenizer:
                 out_mask.append(m)
                 j += 1
         if j != len(expanded):
-            raise DataError(where, "processor output has extra tokens after the text")
+            raise DataError(where, "the processor's output has extra tokens after the prompt")
         return expanded, out_mask
+
+
+def _stop_ids(target_path: Path, tokenizer) -> list[int]:
+    """Token ids that end a generation: generation_config's eos_token_id(s), then the tokenizer's eos."""
+    ids: list[int] = []
+    gen = target_path / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return list(dict.fromkeys(int(i) for i in ids))
 
 
 def _load_audio(path: Path, sr: int):
@@ -270,27 +394,37 @@ def load_samples(path, tok: Tokenizer, max_length: int, report: LoadReport | Non
     report.read += len(convs) + len(report.errors)
     for conv in tqdm(convs, desc=f"tokenising {Path(path).name}", disable=not progress, unit="conv"):
         try:
-            s = tok.encode(conv)
+            encoded = tok.encode(conv)
         except DataError as e:
             report.errors.append(DataError(conv.where, e.message, e.fix) if not e.where else e)
             continue
-        if s.num_tokens > max_length:
-            media = torch.isin(s.input_ids, torch.tensor(sorted(tok.placeholder_ids) or [-1]))
-            last_media = int(media.nonzero().max()) if media.any() else -1
-            if last_media >= max_length:   # never cut inside (or before) a media block
-                report.too_long += 1
-                report.errors.append(DataError(conv.where, f"{s.num_tokens} tokens with media up to token "
-                                               f"{last_media}, over --max-length {max_length}",
-                                               "raise --max-length or shrink the media"))
-                continue
-            s.input_ids, s.loss_mask = s.input_ids[:max_length], s.loss_mask[:max_length]
-            report.truncated += 1
-        if not s.loss_mask[2:].any():
-            report.errors.append(DataError(conv.where, "no assistant token left to train on after truncation"))
-            continue
-        samples.append(s)
-        report.kept += 1
+        fitting = [s for s in encoded if _fit(s, tok, max_length, conv, report)]
+        samples += fitting
+        report.kept += bool(fitting)
     return samples
+
+
+def _fit(s: Sample, tok: Tokenizer, max_length: int, conv: Conversation, report: LoadReport) -> bool:
+    """Truncate a sample to max_length, never inside (or before) a media block; False (reported) if it cannot."""
+    if s.num_tokens > max_length:
+        media = torch.isin(s.input_ids, torch.tensor(sorted(tok.placeholder_ids) or [-1]))
+        last_media = int(media.nonzero().max()) if media.any() else -1
+        if last_media >= max_length:
+            report.too_long += 1
+            report.errors.append(DataError(conv.where, f"{s.num_tokens} tokens with media up to token "
+                                           f"{last_media}, over --max-length {max_length}",
+                                           "raise --max-length or shrink the media"))
+            return False
+        n = s.num_tokens
+        s.input_ids, s.loss_mask = s.input_ids[:max_length], s.loss_mask[:max_length]
+        for key, v in s.mm_inputs.items():
+            if torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, n):
+                s.mm_inputs[key] = v[:, :max_length]
+        report.truncated += 1
+    if not s.loss_mask[2:].any():
+        report.errors.append(DataError(conv.where, "no assistant token left to train on after truncation"))
+        return False
+    return True
 
 
 def token_frequencies(samples: list[Sample]) -> Counter:

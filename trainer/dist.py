@@ -132,15 +132,11 @@ class Updater:
         self.opt.zero_grad(set_to_none=True)
         return float(norm)
 
-    # ---- state (exact resume)
-    def save(self, state_dir: Path) -> None:
+    # ---- DeepSpeed's share of the training state (the plain optimizer is saved by state.py as safetensors)
+    def save_partitions(self, state_dir: Path) -> None:
         if self.engine is not None:       # every rank writes its optimizer partition
             self.engine.save_checkpoint(str(state_dir / "deepspeed"), tag="latest", save_latest=False)
-        elif self.dist.main:
-            torch.save(self.opt.state_dict(), state_dir / "optimizer.pt")
 
-    def load(self, state_dir: Path) -> None:
-        if self.engine is not None:
-            self.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="latest", load_module_strict=False)
-        else:
-            self.opt.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+    def load_partitions(self, state_dir: Path) -> None:
+        """DeepSpeed's loader unpickles its files: state.py verified them against our manifest first."""
+        self.engine.load_checkpoint(str(state_dir / "deepspeed"), tag="latest", load_module_strict=False)

@@ -1,85 +1,523 @@
-"""Offline training: dump target features once, train from them many times.
+"""Offline training: run the target once over the data, store the features the draft trains on, and train from them
+as often as needed (`eagle3-train dump-features`, then `eagle3-train train --features DIR`).
 
-Layout of a features directory:
-  meta.json                 target, family, aux layer ids, sizes, sample count
-  head.safetensors          the target's embedding and lm_head (to rebuild logits and init the draft)
-  index.jsonl               one line per sample: key, id, source file:line, tokens
-  samples/<key>.safetensors input_ids, loss_mask, positions, aux [T, 3H] and last_hidden [T, H] in bf16
+On-disk layout of a features folder (format 2):
+  .eagle3-output.json         outputs.py's ownership marker: kind "features" and every file this dump writes
+  manifest.json               the run's identity, the sample index, the shard plan and the finished shards
+  manifest.rank<r>.json       while dumping: the files process r has finished, rewritten atomically after each one;
+                              folded into manifest.json at the end (a reader merges any that are left over)
+  head.safetensors            embed_tokens and lm_head of the target (rebuild logits, initialise the draft)
+  tokens.safetensors          input_ids [N] int64 and loss_mask [N] bool of all samples back to back (N = all their
+                              tokens; each sample's slice follows from the token counts in the manifest), so the
+                              trainer gets every sample without opening a shard
+  shards/<nnnnn>.safetensors  consecutive samples, about SHARD_BYTES each; tensors are named "<key>.<name>", key =
+                              the sample's 8-digit index:
+      <key>.positions  [T] or [3, T] int64   what the engines feed the draft (3 rows for M-RoPE)
+      <key>.aux        [T, n_aux*H]          bf16, or int8 with <key>.aux_scale [T, n_aux*H/G] and <key>.aux_chan
+                                             [n_aux*H] (bf16): aux = int8 * scale * chan
+      <key>.last_hidden [T, H]               the same (bf16, or int8 with _scale [T, H/G] and _chan [H])
+  int8 (--storage int8, about half the disk of bf16): each channel is divided by its RMS over the sample (chan),
+  then quantised with one absmax per token and group of G = 128 channels (G = H when H is not a multiple of 128,
+  i.e. one scale per token and aux chunk). One scale per token and chunk alone is not enough: real residual
+  streams are heavy-tailed with a few channels 10-100x the rest, which costs 2-6% relative error (tests), against
+  under 1% like this.
 
-Disk: (3 + 1) * H * 2 bytes per token, i.e. 8*H bytes (1 KiB/token at H=128, 32 KiB/token at H=4096). The dump is
-resumable: existing sample files are kept.
+Never mixing runs: manifest.json's RUN_FIELDS (target fingerprint = resolved path + config.json sha256 + weight file
+sizes; data file sha256; a digest of the tokenised samples; aux layer ids; max_length; storage; shard size) must all
+match for a dump to resume in an existing folder; anything else is refused before any work, naming what differs.
+The folder is claimed like every eagle3-train output (outputs.py): its marker lists every file the dump writes, and
+--overwrite deletes exactly those (then starts over), never anything else; a folder of foreign files is refused.
+
+Crash safety: every file is written under a temporary name and renamed into place (outputs.atomic_write); a shard is
+recorded (size, sha256, sample count) only once it is in place. A rerun verifies the recorded shards and redoes
+missing or damaged ones. Under torchrun every rank dumps every WORLD_SIZE-th shard; rank 0 claims the folder first
+and, after a barrier at the end, merges the records.
+
+Reading (FeatureStore) takes the sample index from the manifest and opens a shard (safetensors.safe_open) only when
+one of its samples is needed; a damaged shard is reported with a DataError naming the file, the sample and the fix
+and its samples are skipped, so training goes on with the rest.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .data import Sample
+from eagle3_plugin.models import model_config, resolve_model
+from eagle3_plugin.outputs import atomic_write, claim_output_dir, is_ours, record_written
+
+from .data import DataError, Sample
 from .target import TargetFeatures
 
-FORMAT = 1
+FORMAT = 2
+KIND = "eagle3-train dump-features"          # marks a manifest as ours
+STORAGES = ("bf16", "int8")
+SHARD_BYTES = 512 * 2**20                    # a crash loses at most one shard of work
+INT8_GROUP = 128
+MANIFEST = "manifest.json"
+HEAD = "head.safetensors"
+TOKENS = "tokens.safetensors"
+RUN_FIELDS = ("target", "data", "samples_sha256", "aux_layer_ids", "max_length", "storage", "shard_bytes")
+FIX_SHARD = "re-run `eagle3-train dump-features` with the same arguments: it verifies the shards and redoes bad ones"
+FIX_RUN = "use another --output, or --overwrite to start over there (only the files the dump wrote are deleted)"
 
 
-def bytes_per_token(hidden: int, n_aux: int = 3, dtype_bytes: int = 2) -> int:
-    return (n_aux + 1) * hidden * dtype_bytes + 2 * 8
+# ------------------------------------------------------------------------------------------ storage formats
+def int8_group(hidden: int) -> int:
+    return INT8_GROUP if hidden % INT8_GROUP == 0 else hidden
 
 
-def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress: bool = True) -> Path:
-    from tqdm.auto import tqdm
-    from .target import Target
-    out = Path(out_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    target = Target(target_path)
-    hidden = int(target.embed_weight().shape[1])
-    tokens = sum(s.num_tokens for s in samples)
-    est = tokens * bytes_per_token(hidden, len(aux_ids))
-    print(f"dumping {len(samples)} samples, {tokens} tokens: about {est / 2**20:.1f} MiB "
-          f"({bytes_per_token(hidden, len(aux_ids))} bytes/token) into {out}")
-    if not (out / "head.safetensors").exists():
-        save_file({"embed_tokens": target.embed_weight().clone(), "lm_head": target.lm_head_weight().clone()},  # tied: 2 copies
-                  str(out / "head.safetensors"))
-    index = []
-    for i, s in enumerate(tqdm(samples, desc="dump-features", unit="sample", disable=not progress)):
-        key = f"{i:08d}"
-        path = out / "samples" / f"{key}.safetensors"
-        index.append({"key": key, "id": s.id, "where": s.where, "tokens": s.num_tokens})
-        if path.exists():
+def bytes_per_token(hidden: int, n_aux: int = 3, storage: str = "bf16", position_rows: int = 1) -> int:
+    """Disk bytes per token: n_aux aux states + the last hidden state, plus input_ids (int64), loss_mask (bool) and
+    positions (int64 per row). Per-sample extras (tensor headers, int8's channel scales: about as much
+    as one bf16 token) are left out."""
+    values = (n_aux + 1) * hidden
+    if storage == "bf16":
+        feats = 2 * values
+    elif storage == "int8":
+        feats = values + 2 * (values // int8_group(hidden))       # int8 values + one bf16 scale per group
+    else:
+        raise ValueError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
+    return feats + 8 + 1 + 8 * position_rows
+
+
+def quantize_int8(x: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
+    """[T, D] -> {"q": int8 [T, D], "scale": bf16 [T, D/group], "chan": bf16 [D]}: x = q * scale * chan.
+
+    chan is the channel's RMS over the sample's tokens: dividing by it first evens out channels whose scales
+    differ a lot (real residual streams have a few channels 10-100x larger than the rest), so one absmax per token
+    and group of channels fits all of them. Both scales are rounded to bf16 *before* they are used, so dequantising
+    with the stored values is exact up to the int8 rounding; bf16 (not fp16) so tiny and huge scales both fit. The
+    floors keep all-zero channels and groups finite."""
+    t, d = x.shape
+    x = x.float()
+    chan = x.pow(2).mean(0).sqrt().clamp_min(1e-30).to(torch.bfloat16)
+    g = (x / chan.float()).reshape(t, d // group, group)
+    scale = (g.abs().amax(-1) / 127).clamp_min(1e-30).to(torch.bfloat16)
+    q = (g / scale.float()[..., None]).round().clamp(-127, 127).to(torch.int8)
+    return {"q": q.reshape(t, d), "scale": scale, "chan": chan}
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, chan: torch.Tensor) -> torch.Tensor:
+    t, d = q.shape
+    groups = scale.shape[-1]
+    return (q.float().reshape(t, groups, d // groups) * scale.float()[..., None]).reshape(t, d) * chan.float()
+
+
+def _read_features(f, name: str) -> torch.Tensor:
+    """A stored aux/last_hidden tensor as fp32, whichever storage it was written in."""
+    x = f.get_tensor(name)
+    if x.dtype == torch.int8:
+        return dequantize_int8(x, f.get_tensor(f"{name}_scale"), f.get_tensor(f"{name}_chan"))
+    return x.float()
+
+
+# ------------------------------------------------------------------------------------------ small helpers
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 * 2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _file_problem(out: Path, rel: str, rec: dict | None, checksum: bool) -> str | None:
+    """Why the recorded file `rel` is not usable, or None when it is."""
+    if rec is None:
+        return "not written yet (the dump did not get to it)"
+    p = out / rel
+    if not p.exists():
+        return "file is missing (deleted?)"
+    size = p.stat().st_size
+    if size != rec["bytes"]:
+        how = "truncated" if size < rec["bytes"] else "grown"
+        return f"file is {size} bytes, the manifest says {rec['bytes']} ({how})"
+    if checksum and _sha256(p) != rec["sha256"]:
+        return "sha256 differs from the manifest (the file is corrupted)"
+    return None
+
+
+def rank_shards(num_shards: int, rank: int, world: int) -> list[int]:
+    """The shards one process dumps: every world-th, starting at its rank."""
+    return list(range(rank, num_shards, world))
+
+
+def _rank_and_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _rank_file(rank: int) -> str:
+    return f"manifest.rank{rank}.json"
+
+
+def _finished(out: Path, manifest: dict) -> dict:
+    """Finished files: manifest.json's, updated by the per-rank records (newer: a rank may have redone a shard)."""
+    done = dict(manifest["done"])
+    for p in sorted(out.glob("manifest.rank*.json")):
+        try:
+            done.update(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue        # written atomically, so only a foreign edit gets here: its shards count as unwritten
+    return done
+
+
+# ------------------------------------------------------------------------------------------ run identity
+def _target_fingerprint(target_path) -> dict:
+    t = resolve_model(target_path).resolve()
+    weights = {p.name: p.stat().st_size for p in sorted(t.iterdir()) if p.suffix in (".safetensors", ".bin")}
+    return {"path": str(t), "config_sha256": _sha256(t / "config.json"), "weights": weights}
+
+
+def _samples_digest(samples: list[Sample]) -> str:
+    """Token ids and loss masks: catches a changed tokenizer, chat template or truncation the data file's hash
+    cannot see (and identifies the data when samples come without a file)."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.id}\0{s.num_tokens}\0".encode())
+        h.update(s.input_ids.to(torch.int64).numpy().tobytes())
+        h.update(s.loss_mask.to(torch.bool).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples=None) -> dict:
+    run = {"target": _target_fingerprint(target_path),
+           "data": {"path": str(Path(data).resolve()), "sha256": _sha256(Path(data))} if data else None,
+           "aux_layer_ids": [int(i) for i in aux_ids], "max_length": max_length, "storage": storage,
+           "shard_bytes": int(shard_bytes)}
+    if samples is not None:
+        run["samples_sha256"] = _samples_digest(samples)
+    return run
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs between the folder's run and this one, in words (only the fields `new` knows)."""
+    out = []
+    for field in RUN_FIELDS:
+        if field not in new or old.get(field) == new[field]:
             continue
-        inputs = {"input_ids": s.input_ids[None], "attention_mask": torch.ones_like(s.input_ids)[None],
-                  **s.mm_inputs}
-        f = target.features(inputs, aux_ids)
-        tmp = path.with_suffix(".tmp")
-        save_file({"input_ids": s.input_ids, "loss_mask": s.loss_mask, "positions": f.positions.squeeze(-2),
-                   "aux": f.aux[0].to(torch.bfloat16).contiguous(),
-                   "last_hidden": f.last_hidden[0].to(torch.bfloat16).contiguous()}, str(tmp))
-        os.replace(tmp, path)
-    with open(out / "index.jsonl", "w") as fh:
-        for row in index:
-            fh.write(json.dumps(row) + "\n")
-    meta = {"format": FORMAT, "target": str(Path(target_path).resolve()), "family": target.family.name,
-            "aux_layer_ids": list(aux_ids), "hidden_size": hidden, "num_samples": len(samples), "tokens": tokens}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        a, b = old.get(field), new[field]
+        if field == "target":
+            a = a or {}
+            if a.get("path") != b["path"]:
+                out.append(f"target: the folder has {a.get('path')}, this run {b['path']}")
+            if a.get("config_sha256") != b["config_sha256"]:
+                out.append("target config.json: another sha256")
+            if a.get("weights") != b["weights"]:
+                out.append(f"target weight files: the folder has {a.get('weights')}, this run {b['weights']}")
+        elif field == "data":
+            def show(d):
+                return f"{d['path']} (sha256 {d['sha256'][:12]})" if d else "samples given without a data file"
+            out.append(f"data: the folder has {show(a)}, this run {show(b)}")
+        elif field == "samples_sha256":
+            out.append("samples: the tokenised samples differ (other tokenizer, chat template or sample list)")
+        else:
+            out.append(f"{field}: the folder has {a!r}, this run {b!r}")
     return out
 
 
+def _protected(target_path, data) -> list[Path]:
+    """What --output must not be, hold or sit inside: the target (a dump inside it would change its fingerprint)
+    and the data's folder (--overwrite there would be a disaster)."""
+    return [resolve_model(target_path)] + ([Path(data).resolve().parent] if data else [])
+
+
+def _check_location(out: Path, protect: list[Path]) -> None:
+    o = out.resolve()
+    for p in protect:
+        q = p.resolve()
+        how = "is" if o == q else "is inside" if q in o.parents else "contains" if o in q.parents else None
+        if how:
+            raise SystemExit(f"--output {out}: {how} {p}, which dump-features reads; write the features to a folder "
+                             f"of their own")
+
+
+def _manifest(out: Path) -> dict | None:
+    try:
+        m = json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return m if isinstance(m, dict) and m.get("kind") == KIND else None
+
+
+def check_output(out_dir, target_path, aux_ids, *, data=None, max_length=None, storage: str = "bf16",
+                 overwrite: bool = False, shard_bytes: int = SHARD_BYTES) -> str:
+    """What a dump into `out_dir` would do, changing nothing: "new", "resume" or "replace" (--overwrite: delete
+    what the dump wrote and start over). Raises SystemExit naming the folder, what differs and the fix otherwise.
+    The CLI calls it before tokenising, so a refusal comes before any work (dump_features checks again, with the
+    tokenised samples)."""
+    if storage not in STORAGES:
+        raise SystemExit(f"--storage {storage!r}: choose one of {', '.join(STORAGES)}")
+    return _inspect(Path(out_dir), _protected(target_path, data), overwrite,
+                    lambda: _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes))
+
+
+def _inspect(out: Path, protect: list[Path], overwrite: bool, run) -> str:
+    """check_output's decision; `run()` makes the identity to compare with (needed only if there is a manifest)."""
+    _check_location(out, protect)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--output {out}: is a file; the features go into a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    if not is_ours(out, "features"):
+        names = sorted(p.name for p in out.iterdir())
+        raise SystemExit(f"{out}: not empty ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) and not a "
+                         f"features folder written by {KIND}, so its files are not ours to mix with or delete "
+                         f"(--overwrite only replaces what eagle3-train wrote). Use another --output (a new or "
+                         f"empty folder)")
+    if overwrite:
+        return "replace"
+    old = _manifest(out)
+    if old is None:                 # claimed, then killed before the manifest: nothing of the run was written
+        return "new"
+    if old.get("format") != FORMAT:
+        diffs = [f"format: the folder has {old.get('format')!r}, this version writes {FORMAT}"]
+    else:
+        diffs = _differences(old, run())
+    if diffs:
+        raise SystemExit(f"{out}: holds features of another run — {'; '.join(diffs)}. Fix: {FIX_RUN}")
+    return "resume"
+
+
+# ------------------------------------------------------------------------------------------ dumping
+def _plan(samples: list[Sample], per_token: int, shard_bytes: int) -> tuple[list[dict], list[dict]]:
+    """The sample index and the shards: consecutive samples until a shard would pass shard_bytes."""
+    index, shards, size = [], [], None
+    for i, s in enumerate(samples):
+        nbytes = s.num_tokens * per_token
+        if size is None or (size + nbytes > shard_bytes and shards[-1]["samples"]):
+            shards.append({"file": f"shards/{len(shards):05d}.safetensors", "samples": 0})
+            size = 0
+        size += nbytes
+        shards[-1]["samples"] += 1
+        index.append({"key": f"{i:08d}", "id": s.id, "where": s.where, "tokens": s.num_tokens,
+                      "prompt_key": s.prompt_key, "shard": shards[-1]["file"]})   # prompt_key: same eval split
+    return index, shards
+
+
+def _device(device: str) -> str:
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{local}" if device == "cuda" else device
+
+
+def _shard_tensors(target, rows: list[dict], samples: list[Sample], aux_ids, storage: str, group: int) -> dict:
+    tensors = {}
+    for row, s in zip(rows, samples):
+        key = row["key"]
+        inputs = {"input_ids": s.input_ids[None], "attention_mask": torch.ones_like(s.input_ids)[None],
+                  **s.mm_inputs}
+        f = target.features(inputs, aux_ids)
+        tensors[f"{key}.positions"] = f.positions.squeeze(-2).to(torch.int64).cpu().contiguous()
+        for name, x in (("aux", f.aux[0]), ("last_hidden", f.last_hidden[0])):
+            if storage == "int8":
+                packed = quantize_int8(x, group)               # on the target's device: fast on a GPU
+                tensors[f"{key}.{name}"] = packed["q"].cpu()
+                tensors[f"{key}.{name}_scale"] = packed["scale"].cpu()
+                tensors[f"{key}.{name}_chan"] = packed["chan"].cpu()
+            else:
+                tensors[f"{key}.{name}"] = x.to(torch.bfloat16).cpu().contiguous()
+    return tensors
+
+
+def _save(out: Path, rel: str, tensors: dict, extra: dict | None = None) -> dict:
+    """Write under a temporary name, then rename: a kill leaves the old file or the new one, never half of one."""
+    p = out / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    rec = {}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+        rec.update(bytes=tmp.stat().st_size, sha256=_sha256(tmp), **(extra or {}))
+    atomic_write(p, write)
+    return rec
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _fold(out: Path, manifest: dict) -> None:
+    """Move the per-rank records into manifest.json. Only while no other rank is writing (start and end)."""
+    planned = {HEAD, TOKENS} | {s["file"] for s in manifest["shards"]}
+    manifest["done"] = {f: r for f, r in _finished(out, manifest).items() if f in planned}
+    if manifest != _manifest(out):          # a rerun of a complete dump leaves the folder untouched
+        _write_json(out / MANIFEST, manifest)
+    for p in out.glob("manifest.rank*.json"):
+        p.unlink()
+
+
+def _alone(world: int) -> bool:
+    """Whether rank 0 can know that no other rank is writing: it is the only one, or barriers exist."""
+    import torch.distributed as dist
+    return world == 1 or (dist.is_available() and dist.is_initialized())
+
+
+def _open_run(out: Path, protect: list[Path], overwrite: bool, run: dict, new_manifest: dict, files: list[str]):
+    """Rank 0: check the folder, claim it, then resume its manifest or start a new one. Every file the dump will
+    write is recorded in the marker before the first is written, so --overwrite can always find them all."""
+    mode = _inspect(out, protect, overwrite, lambda: run)
+    claim_output_dir(out, "features", overwrite=mode == "replace", protect=protect)    # replace: ours deleted
+    if mode == "resume":
+        record_written(out, *files)         # another world size has other rank files
+        return _manifest(out)
+    clash = [f for f in files if (out / f).exists()]
+    if clash:                               # left after the claim, so not ours: never overwrite them
+        raise SystemExit(f"{out}: {', '.join(clash)} exist(s) and not from this command; {FIX_RUN}")
+    record_written(out, *files)
+    _write_json(out / MANIFEST, new_manifest)
+    return new_manifest
+
+
+def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress: bool = True, *, data=None,
+                  max_length: int | None = None, device: str = "cpu", dtype: torch.dtype | None = None,
+                  storage: str = "bf16", overwrite: bool = False, shard_bytes: int = SHARD_BYTES) -> Path:
+    """Dump the target's features for `samples` into `out_dir` (layout: module doc); resumes the same run.
+
+    data / max_length: the jsonl the samples came from and the truncation used (part of the run's identity).
+    device: "cpu", "cuda" (cuda:LOCAL_RANK) or "auto"; dtype defaults to bf16 on a GPU, fp32 on the CPU.
+    Under torchrun (RANK / WORLD_SIZE) each process dumps its share of the shards; the barriers need
+    torch.distributed initialised (the CLI does it). Returns the folder."""
+    from eagle3_plugin.families import family_for_target
+    if not samples:
+        raise SystemExit("dump-features: no samples to dump")
+    out = Path(out_dir)
+    rank, world = _rank_and_world()
+    cfg = model_config(target_path)
+    family = family_for_target(cfg)
+    hidden = int(family.text_config(cfg)["hidden_size"])
+    rows = 3 if family.positions == "mrope" else 1
+    run = _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples)
+    per_token = bytes_per_token(hidden, len(aux_ids), storage, rows)
+    index, shards = _plan(samples, per_token, shard_bytes)
+    tokens = sum(s.num_tokens for s in samples)
+    files = [MANIFEST, HEAD, TOKENS] + [s["file"] for s in shards] + [_rank_file(r) for r in range(world)]
+
+    if rank == 0:
+        manifest = _open_run(out, _protected(target_path, data), overwrite, run, {
+            "format": FORMAT, "kind": KIND, **run, "family": family.name, "hidden_size": hidden,
+            "int8_group": int8_group(hidden), "num_samples": len(samples), "tokens": tokens, "samples": index,
+            "shards": shards, "done": {}}, files)
+        if _alone(world):
+            _fold(out, manifest)        # records of an interrupted run (maybe another world size) -> one place
+    _barrier()
+    if rank != 0:
+        manifest = _manifest(out)
+        diffs = [f"no {MANIFEST} from rank 0"] if manifest is None else _differences(manifest, run)
+        if diffs:
+            raise SystemExit(f"{out} (rank {rank}): {'; '.join(diffs)}; run all ranks together under torchrun")
+
+    # what this process owns, and which of it is already done and intact
+    done = _finished(out, manifest)
+    mine = ([TOKENS, HEAD] if rank == 0 else []) + [shards[j]["file"] for j in rank_shards(len(shards), rank, world)]
+    record = {f: done[f] for f in mine if _file_problem(out, f, done.get(f), checksum=True) is None}
+    todo = [f for f in mine if f not in record]
+    if rank == 0:
+        anchor = bytes_per_token(hidden, 3, "bf16", rows)
+        resumed = f"; {len(mine) - len(todo)} of this process's {len(mine)} files already done" if record else ""
+        print(f"dump-features: {len(samples)} samples, {tokens} tokens, {len(shards)} shards into {out}: about "
+              f"{_human(tokens * per_token)} ({storage}: {per_token} bytes/token; 3 aux + last hidden in bf16 = "
+              f"8*H + ids: {anchor} bytes/token){resumed}")
+    if todo:
+        _dump_files(out, todo, record, target_path, samples, index, aux_ids, storage, int8_group(hidden), device,
+                    dtype, progress and rank == 0)
+
+    _barrier()
+    if rank == 0 and _alone(world):
+        _fold(out, manifest)
+    _barrier()
+    return out
+
+
+def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, index, aux_ids, storage, group,
+                device, dtype, progress) -> None:
+    """Compute and write the files in `todo`; after each one this rank's record is rewritten (atomically)."""
+    from tqdm.auto import tqdm
+    from .target import Target
+    rank_record = out / _rank_file(_rank_and_world()[0])
+    by_shard: dict[str, list[int]] = {}
+    for i, row in enumerate(index):
+        by_shard.setdefault(row["shard"], []).append(i)
+    bar = tqdm(total=sum(len(by_shard.get(f, [])) for f in todo), desc="dump-features", unit="sample",
+               disable=not progress)
+    target = None
+    for f in todo:
+        if f == TOKENS:         # needs no target
+            record[f] = _save(out, f, {"input_ids": torch.cat([s.input_ids for s in samples]).to(torch.int64),
+                                       "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.bool)})
+            _write_json(rank_record, record)
+            continue
+        if target is None:
+            dev = _device(device)
+            target = Target(target_path, device=dev,
+                            dtype=dtype or (torch.bfloat16 if dev.startswith("cuda") else torch.float32))
+        if f == HEAD:   # clones: a tied target shares one tensor, which safetensors refuses to store twice
+            record[f] = _save(out, f, {"embed_tokens": target.embed_weight().cpu().clone(),
+                                       "lm_head": target.lm_head_weight().cpu().clone()})
+        else:
+            ids = by_shard[f]
+            tensors = _shard_tensors(target, [index[i] for i in ids], [samples[i] for i in ids], aux_ids, storage,
+                                     group)
+            record[f] = _save(out, f, tensors, {"samples": len(ids)})
+            bar.update(len(ids))
+        _write_json(rank_record, record)
+    bar.close()
+
+
+# ------------------------------------------------------------------------------------------ reading
 class FeatureStore:
-    def __init__(self, path):
+    """A dumped features folder: the sample index from the manifest, shards opened on demand.
+
+    samples(errors) skips shards that are missing or truncated; load(key) also checks a shard's sha256
+    the first time it is used (verify_checksums) and raises DataError for a bad shard, so the caller can skip the
+    sample. Bad shards are remembered in `bad_shards` and their samples counted in `skipped_samples`."""
+
+    def __init__(self, path, verify_checksums: bool = True):
         self.path = Path(path)
-        meta = self.path / "meta.json"
-        if not meta.exists():
-            raise FileNotFoundError(f"{meta}: not found — create it with `eagle3-train dump-features`")
-        self.meta = json.loads(meta.read_text())
-        head = load_file(str(self.path / "head.safetensors"))
+        manifest = _manifest(self.path)
+        if manifest is None or manifest.get("format") != FORMAT:
+            old = " (it holds an older or foreign layout)" if self.path.exists() else ""
+            raise SystemExit(f"{self.path / MANIFEST}: no features manifest of format {FORMAT}{old} — create it "
+                             f"with `eagle3-train dump-features --output {self.path}`")
+        self.meta = manifest
+        self.index = manifest["samples"]
+        self.verify_checksums = verify_checksums
+        self._rows = {r["key"]: r for r in self.index}
+        self._by_shard: dict[str, list[dict]] = {s["file"]: [] for s in manifest["shards"]}
+        for r in self.index:
+            self._by_shard[r["shard"]].append(r)
+        self._done = _finished(self.path, manifest)
+        self._verified: set[str] = set()
+        self.bad_shards: dict[str, DataError] = {}
+        problem = _file_problem(self.path, HEAD, self._done.get(HEAD), checksum=False)
+        if problem:
+            raise SystemExit(f"{self.path / HEAD}: {problem} — fix: {FIX_SHARD}")
+        head = load_file(str(self.path / HEAD))
         self._embed, self._head = head["embed_tokens"], head["lm_head"]
-        self.index = [json.loads(l) for l in (self.path / "index.jsonl").read_text().splitlines() if l.strip()]
 
     def check_target(self, target_cfg: dict, family) -> None:
         """The features must come from this target: same family, hidden size and vocab (the path may differ)."""
-        meta, where = self.meta, self.path / "meta.json"
+        meta, where = self.meta, self.path / MANIFEST
         hidden = int(family.text_config(target_cfg)["hidden_size"])
         vocab = int(family.text_config(target_cfg)["vocab_size"])
         problems = []
@@ -90,7 +528,7 @@ class FeatureStore:
         if int(self._head.shape[0]) != vocab:
             problems.append(f"lm_head rows {int(self._head.shape[0])} != the target's vocab_size {vocab}")
         if problems:
-            raise SystemExit(f"{where}: these features were dumped from another target ({meta.get('target')}): "
+            raise SystemExit(f"{where}: these features were dumped from another target ({meta['target']['path']}): "
                              f"{'; '.join(problems)}. Dump them again for this --target.")
 
     def embed_weight(self):
@@ -99,16 +537,109 @@ class FeatureStore:
     def lm_head_weight(self):
         return self._head
 
-    def samples(self) -> list[Sample]:
+    @property
+    def skipped_samples(self) -> int:
+        return sum(len(self._by_shard[f]) for f in self.bad_shards)
+
+    def _bad(self, shard: str, problem: str) -> DataError:
+        rows = self._by_shard[shard]
+        err = DataError(str(self.path / shard), f"{problem}; its {len(rows)} samples ({rows[0]['key']}.."
+                                                f"{rows[-1]['key']}) are skipped", FIX_SHARD)
+        self.bad_shards[shard] = err
+        return err
+
+    def samples(self, errors: list | None = None) -> list[Sample]:
+        """Token ids and loss masks of every usable sample (Sample.id = the key for load()), from tokens.safetensors;
+        shards are only looked at (exists, size), not opened. A bad shard raises DataError, or goes to `errors` and
+        its samples are skipped; SystemExit when nothing usable is left."""
+        problem = _file_problem(self.path, TOKENS, self._done.get(TOKENS), checksum=self.verify_checksums)
+        if problem:
+            raise SystemExit(f"{self.path / TOKENS}: {problem}; no sample is usable without it. Fix: {FIX_SHARD}")
+        tokens = load_file(str(self.path / TOKENS))
+        keys, counts = [r["key"] for r in self.index], [r["tokens"] for r in self.index]
+        ids = dict(zip(keys, tokens["input_ids"].split(counts)))
+        masks = dict(zip(keys, tokens["loss_mask"].split(counts)))
         out = []
-        for row in self.index:
-            t = load_file(str(self.path / "samples" / f"{row['key']}.safetensors"))
-            out.append(Sample(row["key"], t["input_ids"], t["loss_mask"].bool(), {}, row["where"]))
+        for shard, rows in self._by_shard.items():
+            problem = _file_problem(self.path, shard, self._done.get(shard), checksum=False)
+            if problem is None:
+                out += [Sample(r["key"], ids[r["key"]], masks[r["key"]], {}, r["where"], r["prompt_key"])
+                        for r in rows]
+                continue
+            err = self._bad(shard, problem)
+            if errors is None:
+                raise err
+            errors.append(err)
+        if not out:
+            first = next(iter(self.bad_shards.values()), None)
+            raise SystemExit(f"{self.path}: no usable samples: all {len(self._by_shard)} shards are bad "
+                             f"(first: {first}). Fix: {FIX_SHARD}")
         return out
 
     def load(self, key: str) -> TargetFeatures:
-        t = load_file(str(self.path / "samples" / f"{key}.safetensors"))
-        pos = t["positions"]
-        pos = pos[None] if pos.dim() == 1 else pos[:, None]          # [1, T] or [3, 1, T]
-        return TargetFeatures(aux=t["aux"][None].float(), last_hidden=t["last_hidden"][None].float(), positions=pos,
-                              head=self._head)
+        """One sample's features (fp32). DataError when its shard is bad: the caller skips the sample."""
+        row = self._rows[key]
+        shard = row["shard"]
+        if shard not in self.bad_shards:
+            # the checksum reads the whole shard, so once per shard and store
+            check = self.verify_checksums and shard not in self._verified
+            problem = _file_problem(self.path, shard, self._done.get(shard), checksum=check)
+            if problem is None:
+                self._verified.add(shard)
+                try:
+                    with safe_open(str(self.path / shard), "pt") as f:
+                        aux, last = _read_features(f, f"{key}.aux"), _read_features(f, f"{key}.last_hidden")
+                        pos = f.get_tensor(f"{key}.positions")
+                    pos = pos[None] if pos.dim() == 1 else pos[:, None]          # [1, T] or [3, 1, T]
+                    return TargetFeatures(aux=aux[None], last_hidden=last[None], positions=pos, head=self._head)
+                except Exception as e:  # noqa: BLE001
+                    problem = f"unreadable: {type(e).__name__}: {e}"
+            self._bad(shard, problem)
+        err = self.bad_shards[shard]
+        raise DataError(err.where, f"sample {key} (id {row['id']}, {row['where']}): {err.message}", FIX_SHARD)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def _main(args) -> int:
+    from eagle3_plugin.families import family_for_target
+    from .data import LoadReport, Tokenizer, load_samples
+    from .dist import setup
+    tcfg = model_config(args.target)
+    fam = family_for_target(tcfg)
+    aux = args.aux_layer_ids or list(fam.default_aux_layer_ids(tcfg))
+    # refuse a mismatching folder before the (long) tokenising. Rank 0 only: torchrun stops the other ranks when
+    # it exits, and no rank then reads the folder while rank 0 is writing it
+    if _rank_and_world()[0] == 0:
+        check_output(args.output, args.target, aux, data=args.data, max_length=args.max_length,
+                     storage=args.storage, overwrite=args.overwrite)
+    d = setup(args.device)                  # under torchrun: the process group dump_features' barriers use
+    report = LoadReport()
+    samples = load_samples(args.data, Tokenizer(args.target, fam), args.max_length, report, progress=d.main)
+    if d.main:
+        for e in report.errors:
+            print(f"warning: {e}")
+        print(f"data: {report.summary()}")
+    dump_features(args.target, samples, args.output, aux, progress=d.main, data=args.data,
+                  max_length=args.max_length, device=str(d.device), storage=args.storage, overwrite=args.overwrite)
+    return 0
+
+
+def configure_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `dump-features` subcommand to an argparse subparsers object."""
+    df = subparsers.add_parser("dump-features", help="run the target once over the data and store the draft's "
+                               "features (resumable; train from them with `train --features`)",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    df.add_argument("--target", required=True, help="target model folder or Hub id")
+    df.add_argument("--data", required=True, help="conversations jsonl")
+    df.add_argument("--output", "-o", required=True, help="features folder: new, empty, or the same run to resume")
+    df.add_argument("--max-length", type=int, default=2048, help="longer conversations are truncated")
+    df.add_argument("--aux-layer-ids", type=int, nargs=3, metavar=("LOW", "MID", "HIGH"),
+                    help="default: the family's")
+    df.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: cuda:LOCAL_RANK if available (bf16 target), else cpu (fp32)")
+    df.add_argument("--storage", choices=STORAGES, default="bf16",
+                    help="int8: about half the disk of bf16, under 1%% relative error (see the module doc)")
+    df.add_argument("--overwrite", action="store_true",
+                    help="start over in --output (deletes only the files a dump wrote there)")
+    df.set_defaults(func=_main)
+    return df

@@ -10,23 +10,19 @@ running index for text and audio targets.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from eagle3_plugin.families import TargetFamily, family_for_target
+from eagle3_plugin.models import model_config, resolve_model
 
 
-def _model_class(fam: TargetFamily):
+def model_class(fam: TargetFamily):
+    """The transformers class a family's target loads with (the family table names it)."""
     import transformers
-    return {
-        "text": transformers.AutoModelForCausalLM,
-        "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
-        "hunyuan_vl": transformers.HunYuanVLForConditionalGeneration,
-        "qwen2_audio": transformers.Qwen2AudioForConditionalGeneration,
-    }[fam.name]
+    return getattr(transformers, fam.hf_model_class)
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
@@ -81,10 +77,15 @@ class Target:
     """Loads a target directory once and computes features for processor outputs."""
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-        self.path = Path(path)
-        self.config = json.loads((self.path / "config.json").read_text())
+        self.path = resolve_model(path)
+        self.config = model_config(self.path)
         self.family = family_for_target(self.config)
-        self.model = _model_class(self.family).from_pretrained(str(self.path), dtype=dtype).to(device).eval()
+        try:
+            model = model_class(self.family).from_pretrained(str(self.path), dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as e:   # truncated or corrupt weights, wrong shapes
+            raise SystemExit(f"{self.path}: cannot load the target's weights ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:300]}); re-download or re-save the model") from None
+        self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = device

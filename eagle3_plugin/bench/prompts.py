@@ -58,7 +58,7 @@ def fixture_prompts(modality: str, n: int, seed: int = 0) -> list[list[dict]]:
     """n prompts of the target's modality built from the bundled fixtures (the default)."""
     import tempfile
     from eagle3_plugin import fixtures
-    from eagle3_plugin.pipeline import write_jsonl
+    from eagle3_plugin.devtools.pipeline import write_jsonl
     with tempfile.TemporaryDirectory() as d:
         return from_jsonl(write_jsonl(Path(d) / "p.jsonl", fixtures.prompt_set(n, modality, seed=seed)))
 

@@ -7,19 +7,21 @@ Code that builds an ``LLM`` must run under ``if __name__ == "__main__":`` (vLLM 
 """
 from __future__ import annotations
 
-import os
 import time
 
 from . import Run, SpecCounts
 
 
-def make_llm(target, draft=None, k: int = 3, family: str = "text", **kw):
+def make_llm(target, draft=None, k: int = 3, **kw):
+    """An offline engine with the target's media limits; CUDA graphs on GPUs, eager on vLLM's CPU backend."""
     from vllm import LLM
-    from eagle3_plugin.launch import MEDIA_LIMITS
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from eagle3_plugin.families import family_for_target
+    from eagle3_plugin.launch import on_cpu
+    from eagle3_plugin.models import model_config
+    limits = family_for_target(model_config(target)).engine_media_limits()
     spec = {"method": "eagle3", "model": str(draft), "num_speculative_tokens": k} if draft else None
-    args = dict(model=str(target), speculative_config=spec, max_model_len=2048, enforce_eager=True, dtype="bfloat16",
-                max_num_seqs=4, disable_log_stats=False, seed=0, limit_mm_per_prompt=MEDIA_LIMITS[family])
+    args = dict(model=str(target), speculative_config=spec, max_model_len=2048, enforce_eager=on_cpu(),
+                dtype="bfloat16", disable_log_stats=False, seed=0, limit_mm_per_prompt=limits)
     if draft and _has_per_request_metrics():
         args["per_request_spec_decode_metrics"] = "summary"
     args.update(kw)
@@ -100,7 +102,7 @@ def run_one(llm, chats, sampling, label: str, config: dict, k: int | None, repea
 def run_all(cfg, chats, family: str) -> list[Run]:
     from vllm import SamplingParams
     sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.output_len, seed=cfg.seed)
-    common = dict(family=family, max_num_seqs=cfg.max_num_seqs, tensor_parallel_size=cfg.tp,
+    common = dict(max_num_seqs=cfg.max_num_seqs, tensor_parallel_size=cfg.tp,
                   max_model_len=cfg.max_model_len, seed=cfg.seed)
     runs = []
     llm = make_llm(cfg.target, **common)

@@ -9,9 +9,8 @@ like the stock draft) under the names our trainer writes into ``config.json``. W
     by 62-bit hash sentinels (radix-cache keys) and the target clamps them in place, so the real placeholder id is
     rebuilt from the request's multimodal item offsets (``restore_placeholder_ids``).
   * ``norm_before_residual`` (a draft config flag vLLM and our trainer honour; SGLang's layer ignores it) is honoured.
-  * positions come from the draft config as everywhere else: a ``rope_scaling.mrope_section`` (Qwen3-VL drafts) makes
-    SGLang feed the target's 3-row M-RoPE ids, otherwise the draft gets 1-D positions (HunyuanOCR: row 0 of XD-RoPE is
-    the running index; Qwen2-Audio: plain 1-D).
+  * positions come from the draft config as everywhere else: a ``rope_scaling.mrope_section`` makes SGLang feed the
+    target's 3-row M-RoPE ids, otherwise the draft gets 1-D positions (families.py: ``positions``).
 """
 from __future__ import annotations
 
@@ -111,19 +110,17 @@ class _FamilyDraft(LlamaForCausalLMEagle3):
         return super().forward(input_ids, positions, forward_batch, input_embeds, *args, **kwargs)
 
 
-class Eagle3Qwen3VLForCausalLM(_FamilyDraft):
-    pass
+_DRAFTS: dict[str, type] = {}
 
 
-class Eagle3HunYuanVLForCausalLM(_FamilyDraft):
-    pass
-
-
-class Eagle3Qwen2AudioForCausalLM(_FamilyDraft):
-    pass
-
-
-DRAFT_CLASSES = (Eagle3Qwen3VLForCausalLM, Eagle3HunYuanVLForCausalLM, Eagle3Qwen2AudioForCausalLM)
+def family_draft(family) -> type:
+    """The draft class of a family, named as the family table says (SGLang's registry maps that name to it).
+    One class per name, also reachable as a module attribute (so its qualified name resolves)."""
+    name = family.draft_architecture
+    if name not in _DRAFTS:
+        cls = type(name, (_FamilyDraft,), {"__module__": __name__, "__qualname__": name})
+        _DRAFTS[name] = globals()[name] = cls
+    return _DRAFTS[name]
 
 
 # ------------------------------------------------------------------------------------------ EAGLE worker hook

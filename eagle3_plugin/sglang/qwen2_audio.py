@@ -16,6 +16,13 @@ import functools
 
 import torch
 
+from ..compat import Report
+from ..families import FAMILIES
+
+FAMILY = FAMILIES["qwen2_audio"]
+ARCH = FAMILY.hf_architectures[0]
+TARGET_ITEM = f"target {ARCH}"
+
 
 def set_eagle3_layers_to_capture(self, layer_ids=None):
     self.capture_aux_hidden_states = True
@@ -74,3 +81,19 @@ def patch(cls) -> list[str]:
         cls.get_audio_feature = masked_audio_feature(orig)
         changed.append("get_audio_feature (padding mask)")
     return changed
+
+
+def _patch_target(module, report: Report) -> None:
+    cls = getattr(module, ARCH, None)
+    if cls is None:
+        return report.add(TARGET_ITEM, "skipped", f"{module.__name__} has no {ARCH}")
+    from sglang.srt.models.qwen2 import Qwen2ForCausalLM
+    absent = [m for m in ("set_eagle3_layers_to_capture", "get_embed_and_head") if not hasattr(Qwen2ForCausalLM, m)]
+    if absent:
+        return report.add(TARGET_ITEM, "skipped", f"its inner Qwen2ForCausalLM lacks {', '.join(absent)}")
+    added = patch(cls)
+    report.add(TARGET_ITEM, "registered" if added else "native",
+               f"added {', '.join(added)}" if added else "SGLang already implements the EAGLE-3 methods")
+
+
+ITEMS = (("sglang.srt.models.qwen2_audio", TARGET_ITEM, _patch_target),)

@@ -8,19 +8,23 @@ early enough.
 """
 from __future__ import annotations
 
-from . import Item, _has
+from ..compat import Report, missing
+
+NAME = "cpu-contiguous-gemm"
 
 
-def register_cpu_fixes(version: str) -> list[Item]:
+def register_cpu_fixes(report: Report) -> None:
     try:
         from vllm.platforms import current_platform
         if not current_platform.is_cpu():
-            return []
+            return
     except Exception as e:  # noqa: BLE001
-        return [Item("cpu-contiguous-gemm", "skipped", f"cannot query the vLLM platform: {e}")]
-    problem = _has("vllm.model_executor.layers.utils", "cpu_unquantized_gemm", "dispatch_unquantized_gemm")
+        report.add(NAME, "skipped", f"cannot query the vLLM platform: {e}")
+        return
+    problem = missing("vllm.model_executor.layers.utils", "cpu_unquantized_gemm", "dispatch_unquantized_gemm")
     if problem:
-        return [Item("cpu-contiguous-gemm", "skipped", problem)]
+        report.add(NAME, "skipped", problem)
+        return
     import vllm.model_executor.layers.utils as u
     if not getattr(u.cpu_unquantized_gemm, "_eagle3_contiguous", False):
         inner = u.cpu_unquantized_gemm
@@ -32,4 +36,4 @@ def register_cpu_fixes(version: str) -> list[Item]:
 
         cpu_unquantized_gemm._eagle3_contiguous = True
         u.cpu_unquantized_gemm = cpu_unquantized_gemm
-    return [Item("cpu-contiguous-gemm", "registered")]
+    report.add(NAME, "registered")

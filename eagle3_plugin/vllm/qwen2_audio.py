@@ -6,23 +6,43 @@ Two gaps, both closed by a subclass registered under the upstream architecture n
   * the V1 proposer reads ``config.image_token_index`` for multimodal targets outside its allow-list, and
     Qwen2AudioConfig only has ``audio_token_index`` (AttributeError at engine start).
 Its inner Qwen2Model is an EagleModelMixin that already returns (hidden, aux) once layers are set, and the outer
-forward passes that tuple through, so no forward change is needed.
+forward passes that tuple through, so no forward change is needed. The draft uses 1-D positions.
 """
 from __future__ import annotations
 
-from . import Item, _has, register_model
+from vllm.model_executor.models.interfaces import SupportsEagle3
+from vllm.model_executor.models.qwen2_audio import Qwen2AudioForConditionalGeneration as _Upstream
 
-ARCH = "Qwen2AudioForConditionalGeneration"
+from ..compat import Report
+from ..families import FAMILIES
+from .drafts import family_draft
+
+FAMILY = FAMILIES["qwen2_audio"]
+DRAFT = family_draft(FAMILY)
 
 
-def register(version: str) -> list[Item]:
-    items = []
-    problem = _has("vllm.model_executor.models.qwen2_audio", ARCH)
-    if problem:
-        items.append(Item(f"target {ARCH}", "skipped", problem))
-    else:
-        register_model(ARCH, "eagle3_plugin.vllm.qwen2_audio_model:Qwen2AudioForConditionalGeneration")
-        items.append(Item(f"target {ARCH}", "registered", "adds SupportsEagle3"))
-    register_model("Eagle3Qwen2AudioForCausalLM", "eagle3_plugin.vllm.drafts:Eagle3Qwen2AudioForCausalLM")
-    items.append(Item("draft Eagle3Qwen2AudioForCausalLM", "registered"))
-    return items
+class Qwen2AudioForConditionalGeneration(_Upstream, SupportsEagle3):  # keeps the upstream name: proposer checks names
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        if not hasattr(self.config, "image_token_index"):
+            self.config.image_token_index = self.config.audio_token_index
+
+    def set_aux_hidden_state_layers(self, layers) -> None:
+        inner = self.language_model.model
+        if hasattr(inner, "_set_aux_hidden_state_layers"):      # vLLM >= 0.18 (EagleModelMixin)
+            inner._set_aux_hidden_state_layers(tuple(layers))
+        else:                                                   # vLLM <= 0.17
+            inner.aux_hidden_state_layers = tuple(layers)
+
+    def get_eagle3_default_aux_hidden_state_layers(self) -> tuple[int, ...]:
+        n = len(self.language_model.model.layers)
+        return (2, n // 2, n - 3)
+
+    get_eagle3_aux_hidden_state_layers = get_eagle3_default_aux_hidden_state_layers  # name used by <= 0.17
+
+
+def register(version: str, report: Report) -> None:
+    from . import register_model
+    arch = FAMILY.hf_architectures[0]
+    register_model(arch, f"{__name__}:{Qwen2AudioForConditionalGeneration.__name__}")
+    report.add(f"target {arch}", "registered", "adds SupportsEagle3")

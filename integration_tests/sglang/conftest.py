@@ -26,7 +26,7 @@ def _cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def sgl_tiny_targets():
     """Build the tiny targets once, here (the worker must not build them under the torchvision stub)."""
-    from eagle3_plugin.trainer.tiny import cached_tiny_target
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
     return {f: cached_tiny_target(f, cache_dir=_cache_dir()) for f in FAMILIES}
 
 
@@ -35,7 +35,8 @@ def sgl_trained_draft(sgl_tiny_targets):
     """A Qwen3-VL draft written by `eagle3-train train` itself (a few steps, pruned vocab), for the load/forward
     checks; trained here, outside the worker's torchvision stub."""
     from eagle3_plugin import fixtures
-    from eagle3_plugin.trainer.loop import TrainConfig, train
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.loop import train
     out = _cache_dir() / "sgl-trained-draft-qwen3_vl"
     if not (out / "model.safetensors").exists():
         train(TrainConfig(target=str(sgl_tiny_targets["qwen3_vl"]), data=str(fixtures.CONVERSATIONS),

@@ -85,7 +85,7 @@ def _tiny(family: str, work: Path) -> tuple[str, str]:
     """A tiny target and a random draft in our checkpoint format (plumbing only)."""
     import torch
     from eagle3_plugin.checkpoint import build_draft_config, expected_shapes, save_draft
-    from eagle3_plugin.trainer.tiny import cached_tiny_target
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
     target = cached_tiny_target(family, **TINY_GPU)
     draft = work / f"draft-{family}"
     cfg = build_draft_config(json.loads((target / "config.json").read_text()))

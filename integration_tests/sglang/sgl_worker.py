@@ -38,7 +38,7 @@ def check(fn):
 
 
 def tiny_target(family: str) -> Path:
-    from eagle3_plugin.trainer.tiny import cached_tiny_target
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
     cache = os.environ.get("EAGLE3_CACHE") or REPO / ".cache"
     return cached_tiny_target(family, cache_dir=cache)
 
@@ -56,7 +56,7 @@ def plugin_filtered():
     import eagle3_plugin.sglang as ours
     from sglang.srt.models.registry import ModelRegistry
     import sglang.srt.models.qwen2_audio as qa
-    return {"register_ran": bool(ours._done), "report": [i.name for i in ours.REPORT],
+    return {"register_ran": bool(ours.REPORT.done), "report": [i.name for i in ours.REPORT],
             "registry_has": {n: n in ModelRegistry.models for n in (
                 "Eagle3Qwen3VLForCausalLM", "Eagle3HunYuanVLForCausalLM", "Eagle3Qwen2AudioForCausalLM",
                 "HunYuanVLForConditionalGeneration")},
@@ -97,7 +97,7 @@ def plugin_registration():
     QA = qa.Qwen2AudioForConditionalGeneration
     eps = [e.name for e in md.entry_points(group="sglang.srt.plugins")]
     return {
-        "entry_points": eps, "register_ran": bool(ours._done),
+        "entry_points": eps, "register_ran": bool(ours.REPORT.done),
         "report": {i.name: [i.status, i.reason] for i in ours.full_report()},
         "resolved": resolved,
         "qwen2_audio_methods": {m: hasattr(QA, m) for m in ("set_eagle3_layers_to_capture", "get_embed_and_head")},
@@ -545,6 +545,224 @@ def qwen3_vl_target():
             "logits_maxdiff": maxdiff(hidden @ head.weight[:feats.head.shape[0]].T, feats.logits()[0]),
             "draft_mrope_rows_equal_trainer": bool(torch.equal(feats.positions[:, 0], mrope)),
             "mrope_rows_distinct": bool((mrope[1] != mrope[0]).any())}
+
+
+# ================================================================================================ 4. chat rendering
+def _render_cases():
+    """tests/render_cases.py: the conversations tests/test_render.py renders (shared module, no pytest/vllm)."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    import render_cases
+    return render_cases
+
+
+def _sgl_media_urls() -> dict:
+    """One small PNG and a 0.1 s silent WAV as data URLs, as an OpenAI client sends media."""
+    import base64
+    import io
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+    img, wav = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(img, format="PNG")
+    sf.write(wav, np.zeros(1600, dtype=np.float32), 16000, format="WAV")
+    return {"image": "data:image/png;base64," + base64.b64encode(img.getvalue()).decode(),
+            "audio": "data:audio/wav;base64," + base64.b64encode(wav.getvalue()).decode()}
+
+
+def _sgl_openai_messages(messages, urls) -> list:
+    """Our normalised messages as an OpenAI chat request body: bare image/audio parts become image_url/audio_url
+    parts (the only media part types SGLang's protocol and process_content_for_template_format accept)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for p in content:
+                kind = p.get("type")
+                if kind == "image":
+                    parts.append({"type": "image_url", "image_url": {"url": urls["image"]}})
+                elif kind == "audio":
+                    parts.append({"type": "audio_url", "audio_url": {"url": urls["audio"]}})
+                else:
+                    parts.append(dict(p))
+            content = parts
+        out.append({**m, "content": content})
+    return out
+
+
+class _SglTokenizerManager:
+    """Stands in for SGLang's TokenizerManager with only what OpenAIServingChat / OpenAIServingTokenize /
+    TemplateManager read, filled the way TokenizerManager.init_model_config and init_tokenizer_and_processor
+    fill it (managers/tokenizer_manager.py:591-646): SGLang's own ModelConfig, get_processor +
+    get_tokenizer_from_processor for a multimodal model (plus its mm processor), get_tokenizer otherwise."""
+
+    def __init__(self, path: str):
+        import sgl_cpu
+        from sglang.srt.configs.model_config import ModelConfig
+        from sglang.srt.managers.multimodal_processor import get_mm_processor, import_processors
+        from sglang.srt.utils.hf_transformers.common import get_tokenizer_from_processor
+        from sglang.srt.utils.hf_transformers.processor import get_processor
+        from sglang.srt.utils.hf_transformers.tokenizer import get_tokenizer
+        self.server_args = sgl_cpu.SERVER_ARGS
+        self.model_path = self.served_model_name = path
+        self.model_config = ModelConfig(path)
+        self.max_req_input_len = None
+        if self.model_config.is_multimodal:
+            import_processors("sglang.srt.multimodal.processors")
+            self.processor = get_processor(path, model_name=path)
+            self.tokenizer = get_tokenizer_from_processor(self.processor)
+            self.mm_processor = get_mm_processor(self.model_config.hf_config, self.server_args, self.processor,
+                                                 None, model_config=self.model_config)
+        else:
+            self.processor = self.mm_processor = None
+            self.tokenizer = get_tokenizer(path)
+
+    def config_value(self, name):   # TokenizerManager.config_value: the published server args (no parsers set)
+        from sglang.srt.runtime_context import get_context
+        return get_context().config_leaf(name)
+
+
+def _sgl_chat_env(family: str, template):
+    """SGLang's serving objects for one target + `--chat-template FILE` (None: the checkpoint's own template),
+    built as the HTTP server builds them: TemplateManager.initialize_templates, then OpenAIServingTokenize
+    (which holds an OpenAIServingChat). A fresh tokenizer each time: the template manager installs the
+    template on it."""
+    import types
+    from sglang.srt.entrypoints.openai.serving_tokenize import OpenAIServingTokenize
+    from sglang.srt.parser.template_manager import TemplateManager
+    path = str(tiny_target(family))
+    tm = _SglTokenizerManager(path)
+    tmpl = TemplateManager()
+    tmpl.initialize_templates(tm, model_path=path, chat_template=str(template) if template else None)
+    tokenize = OpenAIServingTokenize(tm, tmpl)
+    env = types.SimpleNamespace(tm=tm, tmpl=tmpl, tokenize=tokenize, serving=tokenize.chat_serving, seen={})
+    serving, tok = env.serving, tm.tokenizer
+    render_encode, apply = serving._render_and_encode_chat_template, tok.apply_chat_template
+
+    def recording_render_encode(messages, **kw):     # what SGLang hands the chat template
+        env.seen["conv"] = json.loads(json.dumps(messages, default=str))
+        return render_encode(messages, **kw)
+
+    def recording_apply(*a, **kw):                    # and the text it renders
+        out = apply(*a, **kw)
+        if kw.get("tokenize") is False:
+            env.seen["prompt"] = out
+        return out
+
+    serving._render_and_encode_chat_template = recording_render_encode
+    tok.apply_chat_template = recording_apply
+    return env
+
+
+def _sgl_engine_ids(env, gen) -> dict:
+    """The prompt ids SGLang's scheduler gets for a GenerateReqInput, before media expansion: its input_ids, or
+    for a text prompt (multimodal requests) what the mm processor tokenises -- as TokenizerManager.
+    _tokenize_one_request runs it (tokenizer_manager.py:1096-1225) -- with every expanded media run
+    (mm_items[*].offsets, inclusive) folded back to its first token."""
+    import asyncio
+    if gen.input_ids is not None:
+        return {"engine": "input_ids", "engine_ids": list(gen.input_ids)}
+    tm = env.tm
+    for k in ("image_data", "video_data", "audio_data"):
+        v = getattr(gen, k)
+        if v is not None and not isinstance(v, list):
+            setattr(gen, k, [v])
+    out = asyncio.run(tm.mm_processor.process_mm_data_async(
+        image_data=gen.image_data, audio_data=gen.audio_data, input_text=gen.text, request_obj=gen,
+        max_req_input_len=tm.max_req_input_len))
+    ids = [int(i) for i in out.input_ids]
+    runs = sorted((int(s), int(e)) for item in out.mm_items for s, e in item.offsets)
+    drop = {i for s, e in runs for i in range(s + 1, e + 1)}
+    return {"engine": "text", "engine_text": gen.text, "engine_ids": [t for i, t in enumerate(ids) if i not in drop],
+            "mm_runs": len(runs), "mm_items": len(out.mm_items), "expanded_len": len(ids)}
+
+
+def _sgl_render(env, messages, kwargs, agp, urls, *, continue_final_message=False) -> dict:
+    """One conversation through SGLang's own chat path.
+
+    tokenize_ids: POST /v1/tokenize {"messages", "add_generation_prompt": agp} (OpenAIServingTokenize.
+    _tokenize_chat_request: TokenizeRequest.to_chat_completion_request -> OpenAIServingChat._process_messages ->
+    _apply_jinja_template), the one SGLang route that renders a conversation without the generation prompt.
+    engine_ids: the same request through OpenAIServingChat._convert_to_internal_request (the request a chat
+    completion hands the tokenizer manager) and the tokenizer manager's tokenisation (_sgl_engine_ids).
+    chat_engine_ids (agp only): a plain POST /v1/chat/completions body (no add_generation_prompt field)."""
+    from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest, TokenizeRequest
+    serving = env.serving
+    body = {"model": "tiny", "messages": _sgl_openai_messages(messages, urls)}
+    if kwargs:
+        body["chat_template_kwargs"] = dict(kwargs)
+    res, stage = {}, "tokenize"
+    try:
+        env.seen.clear()
+        serving._chat_template_cache.clear()
+        if continue_final_message:
+            stage = "chat"
+            req = ChatCompletionRequest.model_validate({**body, "continue_final_message": True})
+            gen, _ = serving._convert_to_internal_request(req)
+            res.update(_sgl_engine_ids(env, gen))
+            res.update(env.seen)
+            return res
+        tok_body = {**body, "add_generation_prompt": agp}
+        res["tokenize_ids"] = list(env.tokenize._tokenize_chat_request(TokenizeRequest.model_validate(tok_body)))
+        res.update(env.seen)
+        stage = "engine"
+        serving._chat_template_cache.clear()
+        req = TokenizeRequest.model_validate(tok_body).to_chat_completion_request()
+        if err := serving._validate_request(req):
+            raise ValueError(err)
+        gen, _ = serving._convert_to_internal_request(req)
+        res.update(_sgl_engine_ids(env, gen))
+        if agp:
+            stage = "chat"
+            serving._chat_template_cache.clear()
+            req = ChatCompletionRequest.model_validate(body)
+            if err := serving._validate_request(req):
+                raise ValueError(err)
+            gen, _ = serving._convert_to_internal_request(req)
+            res["chat_engine_ids"] = _sgl_engine_ids(env, gen)["engine_ids"]
+    except Exception as e:  # noqa: BLE001 - SGLang rejects the request: report where and why
+        res["error"] = {"stage": stage, "type": type(e).__name__, "message": str(e)[:500]}
+    return res
+
+
+@check
+def chat_rendering():
+    """SGLang's own chat rendering of every tests/render_cases.py SGLANG_CASES conversation: per target and
+    `--chat-template` the content format its TemplateManager detected and the template text it installed; per
+    case the messages handed to the template, the prompt text and the ids (_sgl_render). Plus SGLang's
+    detect_jinja_template_content_format on every template text we know."""
+    import sgl_cpu
+    sgl_cpu.init_sglang()
+    from sglang.srt.plugins import load_plugins
+    load_plugins()                                   # our HunYuanVL processor registers here
+    from sglang.srt.managers.mm_schedule import init_mm_embedding_cache
+    from sglang.srt.parser.jinja_template_utils import detect_jinja_template_content_format
+    init_mm_embedding_cache(64 << 20)
+    rc = _render_cases()
+    urls = _sgl_media_urls()
+    texts = {f"panel:{p.stem}": p.read_text() for p in sorted(rc.TEMPLATES.glob("*.jinja"))}
+    texts.update({f"own:{f}": (tiny_target(f) / "chat_template.jinja").read_text() for f in rc.SGLANG_MODELS})
+    texts.update({f"probe:{k}": v for k, v in rc.FORMAT_PROBES.items()})
+    out = {"detect": {k: detect_jinja_template_content_format(v) for k, v in texts.items()},
+           "envs": {}, "cases": {}, "cfm": {}}
+    groups: dict = {}
+    for c in rc.SGLANG_CASES:
+        groups.setdefault((c["model"], c["template"]), []).append(c)
+    for (family, tpl), cases in groups.items():
+        env = _sgl_chat_env(family, rc.TEMPLATES / f"{tpl}.jinja" if tpl else None)
+        out["envs"][f"{family}-{tpl or 'own'}"] = {
+            "format": env.tmpl.jinja_template_content_format, "chat_template_name": env.tmpl.chat_template_name,
+            "template_text": env.tm.tokenizer.chat_template, "is_multimodal": bool(env.tm.model_config.is_multimodal),
+            "auto_adds_specials": bool(env.serving._tokenizer_auto_adds_specials),
+            "round_trip_lossy": bool(env.serving._prompt_text_round_trip_is_lossy)}
+        for c in cases:
+            out["cases"][rc.case_id(c)] = _sgl_render(env, rc.case_messages(c), c["kwargs"], c["agp"], urls)
+    for c in rc.SGLANG_CFM_CASES:
+        env = _sgl_chat_env(c["model"], rc.TEMPLATES / f"{c['template']}.jinja" if c["template"] else None)
+        out["cfm"][rc.case_id(c)] = _sgl_render(env, rc.CONVS[c["conv"]], c["kwargs"], True, urls,
+                                                continue_final_message=True)
+    return out
 
 
 def main(argv):

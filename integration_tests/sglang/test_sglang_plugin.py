@@ -31,7 +31,7 @@ def test_registry_resolves_every_claimed_architecture(reg):
         if fam.name != "text":
             assert got["class"] == f"{OURS}drafts.{fam.draft_architecture}"
     hy = reg["resolved"]["HunYuanVLForConditionalGeneration"]
-    assert hy["class"] == f"{OURS}hunyuan_vl.HunYuanVLForConditionalGeneration"
+    assert hy["class"] == f"{OURS}hunyuan_vl.model.HunYuanVLForConditionalGeneration"
     assert reg["drafts_in_registry_once"] == 1
 
 
@@ -46,8 +46,8 @@ def test_hunyuan_vl_served_natively_by_sglang_config_path(reg):
     # SGLang's ModelConfig + get_model_architecture + processor lookup on the tiny HunyuanOCR checkpoint
     mc = reg["hunyuan_model_config"]
     assert mc["is_multimodal"] and mc["model_is_mrope"]
-    assert mc["model_class"] == f"{OURS}hunyuan_vl.HunYuanVLForConditionalGeneration"
-    assert mc["processor"] == f"{OURS}hunyuan_vl.HunYuanVLMultimodalProcessor"
+    assert mc["model_class"] == f"{OURS}hunyuan_vl.model.HunYuanVLForConditionalGeneration"
+    assert mc["processor"] == f"{OURS}hunyuan_vl.model.HunYuanVLMultimodalProcessor"
     assert reg["hunyuan_in_mm_archs"]
 
 

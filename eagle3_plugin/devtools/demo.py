@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def run(workdir: str | os.PathLike = "eagle3-demo", families=("text", "qwen3_vl"), k: int = 3) -> int:
-    from .bench import BenchConfig, run_bench
+    from ..bench import BenchConfig, run_bench
     from .pipeline import PipelineConfig, run_pipeline
     work = Path(workdir)
     rows = []

@@ -16,12 +16,11 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..fixtures import corpus_text
 
-FAMILY_NAMES = ("text", "qwen3_vl", "hunyuan_vl", "qwen2_audio")
 
 
 @dataclass(frozen=True)
@@ -257,14 +256,15 @@ def _fix_qwen2_audio_keys(out: Path) -> None:
         save_file(sd, str(p), metadata={"format": "pt"})
 
 
-def build_tiny_target(family: str, out_dir: str | os.PathLike, **overrides) -> Path:
-    """Build a tiny target of `family` into `out_dir` (atomically). Returns the path."""
+def build_tiny_target(family: str, out_dir: str | os.PathLike, overwrite: bool = False, **overrides) -> Path:
+    """Build a tiny target of `family` into `out_dir`: built in a temp folder next to it, then moved in file by file.
+    `out_dir` must be missing, empty or a tiny target we wrote (outputs.claim_output_dir). Returns the path."""
     import torch
+    from ..outputs import claim_output_dir, record_written
     if family not in _BUILDERS:
-        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(FAMILY_NAMES)}")
+        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(_BUILDERS)}")
     spec = TinySpec(family=family, **overrides)
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(out_dir, "tiny-target", overwrite=overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         torch.manual_seed(spec.seed)
@@ -281,12 +281,14 @@ def build_tiny_target(family: str, out_dir: str | os.PathLike, **overrides) -> P
             proc.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        names = sorted(p.name for p in tmp.iterdir())
+        record_written(out, *names)
+        for name in names:          # tiny_spec.json last: its presence means the target is complete
+            if name != "tiny_spec.json":
+                os.replace(tmp / name, out / name)
+        os.replace(tmp / "tiny_spec.json", out / "tiny_spec.json")
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# (prompts to regenerate, optimizer steps): a few minutes per family on 2 CPU cores
-BUDGET = {"text": (240, 800), "qwen3_vl": (120, 500), "hunyuan_vl": (120, 500), "qwen2_audio": (96, 500)}
+# (prompts to regenerate, optimizer steps) per modality: a few minutes per family on 2 CPU cores
+BUDGET = {"text": (240, 800), "image": (120, 500), "audio": (96, 500)}
 
 
 @dataclass
@@ -26,7 +26,8 @@ class PipelineConfig:
 
     @classmethod
     def for_family(cls, family: str, **kw) -> "PipelineConfig":
-        prompts, steps = BUDGET[family]
+        from ..families import FAMILIES
+        prompts, steps = BUDGET[FAMILIES[family].modality]
         return cls(family=family, prompts=prompts, train_steps=steps, **kw)
 
 
@@ -41,14 +42,16 @@ def write_jsonl(path: Path, rows) -> Path:
 
 
 def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bool = False) -> dict:
-    from . import fixtures
-    from .checkpoint import save_draft
-    from .families import FAMILIES
-    from .launch import VllmServer
-    from .trainer.draft import init_draft
-    from .trainer.loop import TrainConfig, train
-    from .trainer.regenerate import RegenConfig, regenerate
-    from .trainer.tiny import cached_tiny_target
+    from .. import fixtures
+    from ..checkpoint import save_draft
+    from ..families import FAMILIES
+    from ..launch import VllmServer
+    from ..models import model_config
+    from ..trainer.config import TrainConfig
+    from ..trainer.draft import init_draft
+    from ..trainer.loop import train
+    from ..trainer.regenerate import RegenConfig, regenerate
+    from .tiny import cached_tiny_target
 
     work = Path(cfg.workdir)
     target = Path(cfg.target) if cfg.target else cached_tiny_target(
@@ -79,7 +82,7 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
         from safetensors.torch import load_file
         sd = load_file(str(target / "model.safetensors"))
         embed = next(v for k, v in sd.items() if k.endswith("embed_tokens.weight"))
-        d = init_draft(json.loads((target / "config.json").read_text()), embed, seed=0)
+        d = init_draft(model_config(target), embed, seed=0)
         save_draft(untrained, d.cfg, d.checkpoint_tensors())
     return {"target": target, "prompts": prompts, "heldout": heldout, "regen": regen, "online": online,
             "untrained": untrained, "work": work}

@@ -52,8 +52,19 @@ from sglang.srt.managers.schedule_batch import MultimodalDataItem, MultimodalPro
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.multimodal.processors.base_processor import BaseMultimodalProcessor, MultimodalSpecialTokens
-from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import add_prefix
+
+try:                                    # 0.5.13+: parallel state lives in the runtime context
+    from sglang.srt.runtime_context import get_parallel
+
+    def _tp_size() -> int:
+        return get_parallel().tp_size
+
+    def _pp_group():
+        return get_parallel().pp_group
+except ImportError:                     # 0.5.14 builds without runtime_context
+    from sglang.srt.distributed import get_pp_group as _pp_group
+    from sglang.srt.distributed import get_tensor_model_parallel_world_size as _tp_size
 
 try:                                    # 0.5.2x
     from sglang.srt.managers.mm_utils import pad_mm_tokens
@@ -144,7 +155,7 @@ class HunYuanVLTextMLP(nn.Module):
 class HunYuanVLTextAttention(nn.Module):
     def __init__(self, config, layer_id: int, quant_config, prefix: str):
         super().__init__()
-        tp = get_parallel().tp_size
+        tp = _tp_size()
         hidden = config.hidden_size
         self.total_num_heads = config.num_attention_heads
         self.total_num_kv_heads = getattr(config, "num_key_value_heads", None) or self.total_num_heads
@@ -398,8 +409,8 @@ class HunYuanVLForConditionalGeneration(nn.Module):
         self.quant_config = quant_config
         tc = _text_config(config)
         self.text_config = tc
-        self.pp_group = get_parallel().pp_group
-        if get_parallel().pp_size > 1:
+        self.pp_group = _pp_group()
+        if self.pp_group.world_size > 1:
             raise NotImplementedError("eagle3-plugin's HunYuanVL port does not support pipeline parallelism")
         self.model = HunYuanVLTextModel(tc, quant_config, prefix=add_prefix("model", prefix))
         self.vit = HunYuanVLVisionTransformer(config.vision_config, tc.hidden_size, quant_config,

@@ -1,0 +1,65 @@
+"""Held-out evaluation of a draft during training: the split (by content, so one prompt or image never lands on both
+sides), the TTT metrics per unroll step and the simulated acceptance length an engine should measure.
+
+The simulated acceptance length at k is 1 + the mean, over scored positions, of the number of consecutive draft
+tokens (capped at k) that equal the target's greedy tokens — what vLLM's chain decoding accepts on the same text.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import nullcontext
+
+import torch
+
+from .ttt import target_distribution, ttt_forward
+
+SIM_AL_KS = (1, 2, 3, 4, 5, 7)
+
+
+def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, eval): about `fraction` of the distinct prompts held out; duplicates of a prompt stay together."""
+    if len(samples) < 20 or fraction <= 0:
+        return samples, []
+    keys = sorted({s.content_key for s in samples})
+    random.Random(seed).shuffle(keys)
+    held = set(keys[:max(1, int(len(keys) * fraction))])
+    return [s for s in samples if s.content_key not in held], [s for s in samples if s.content_key in held]
+
+
+def conversation_loss(draft, sample, features, cfg):
+    """The TTT loss of one conversation given its target features (forward only; the caller runs backward)."""
+    dev = draft.fc.weight.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    with autocast:   # bf16 compute on GPUs; the weights (and so the optimizer) stay fp32
+        p, arg = target_distribution(features.last_hidden.to(dev), features.head, draft.draft_ids)
+        return ttt_forward(draft, sample.input_ids[None].to(dev), features.aux.to(dev), p, arg,
+                           features.positions.to(dev), sample.loss_mask[None].to(dev), cfg.ttt_steps, cfg.ttt_decay)
+
+
+@torch.no_grad()
+def evaluate(draft, samples, source, cfg) -> dict:
+    """Loss, per-step accuracy and simulated acceptance length over `samples` (bad feature shards are skipped)."""
+    draft.eval()
+    steps = cfg.ttt_steps
+    correct, scored, accept = [0] * steps, [0] * steps, [0.0] * steps
+    tokens, loss = 0, 0.0
+    for s in samples:
+        features = source.features(s)
+        if features is None:
+            continue
+        _, st = conversation_loss(draft, s, features, cfg)
+        loss += st.loss * st.tokens
+        tokens += st.tokens
+        for i in range(steps):
+            correct[i] += st.correct[i]
+            scored[i] += st.scored[i]
+            accept[i] += st.accept_sum[i]
+    draft.train()
+    tokens = max(tokens, 1)
+    return {"loss": loss / tokens, "acc": [c / max(n, 1) for c, n in zip(correct, scored)],
+            "sim_al": {k: 1 + accept[k - 1] / tokens for k in SIM_AL_KS if k <= steps}}
+
+
+def headline_al(ev: dict) -> float:
+    """The acceptance length the best draft is chosen by: k = 3 (or the longest unroll below it)."""
+    return ev["sim_al"].get(3, ev["sim_al"][max(ev["sim_al"])])

@@ -1,0 +1,59 @@
+"""Where a run's samples and target features come from, behind one interface: the live target (online: the
+conversations are tokenised here and the target runs next to the draft) or a features folder (offline: samples and
+features were stored by `eagle3-train dump-features`). The features folder is opened once."""
+from __future__ import annotations
+
+import torch
+from safetensors import SafetensorError
+
+from .data import DataError, LoadReport, Tokenizer, load_samples
+
+
+class FeatureSource:
+    def __init__(self, cfg, family, target_cfg: dict, device: torch.device, report: LoadReport, progress: bool):
+        self.offline = cfg.features is not None
+        self.report = report
+        self.bad_keys: set[str] = set()      # samples whose shard failed: reported and counted once
+        if self.offline:
+            from .features import FeatureStore
+            self.store = FeatureStore(cfg.features)
+            self.store.check_target(target_cfg, family)
+            self.aux_ids = list(self.store.meta["aux_layer_ids"])
+            self.train_samples = self.store.samples(report.errors)
+            report.read += len(self.train_samples)
+            report.kept += len(self.train_samples)
+            self.eval_samples: list = []
+        else:
+            from .target import Target
+            self.aux_ids = list(cfg.aux_layer_ids or family.default_aux_layer_ids(target_cfg))
+            tok = Tokenizer(cfg.target, family)
+            self.train_samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=progress)
+            self.eval_samples = (load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=progress)
+                                 if cfg.eval_data else [])
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32   # the target is frozen
+            try:
+                self.target = Target(cfg.target, dtype=dtype, device=str(device))
+            except SafetensorError as e:    # a truncated or corrupt weights file (Target catches the rest)
+                raise SystemExit(f"{cfg.target}: cannot load the target's weights (SafetensorError: "
+                                 f"{str(e).splitlines()[0][:300]}); re-download or re-save the model") from None
+
+    def embed_and_head(self):
+        if self.offline:
+            return self.store.embed_weight(), self.store.lm_head_weight()
+        return self.target.embed_weight(), self.target.lm_head_weight()
+
+    def features(self, sample):
+        """The target features of a sample, or None (reported and counted) if its feature shard is bad."""
+        if not self.offline:
+            inputs = {"input_ids": sample.input_ids[None],
+                      "attention_mask": torch.ones_like(sample.input_ids)[None], **sample.mm_inputs}
+            return self.target.features(inputs, self.aux_ids)
+        if sample.id in self.bad_keys:
+            return None
+        try:
+            return self.store.load(sample.id)
+        except DataError as e:
+            self.bad_keys.add(sample.id)
+            self.report.errors.append(e)
+            self.report.kept -= 1
+            return None
