@@ -26,8 +26,9 @@ RECIPES = {
 
 
 def main(argv=None) -> dict:
+    from eagle3_plugin.families import FAMILIES
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--family", default="text", choices=["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+    p.add_argument("--family", default="text", choices=list(FAMILIES))
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the pipeline's budget)")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--k", type=int, default=3)

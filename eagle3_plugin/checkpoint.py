@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .families import FAMILIES, TargetFamily, family_for_draft, family_for_target
+from .families import DRAFT_ARCHITECTURES, FAMILIES, TargetFamily, family_for_draft, family_for_target
 from .outputs import atomic_write, claim_output_dir, record_written
 
 FORMAT_VERSION = 1
@@ -238,7 +238,7 @@ REQUIRED_FIELDS: dict[str, dict[str, str]] = {
         "hidden_act": "the MLP activation the draft was trained with",
         "tie_word_embeddings": "true makes lm_head the target's embedding instead of the trained head",
         "eagle_config.eagle_aux_hidden_state_layer_ids": "the only aux-id key SGLang reads (layer outputs, i.e. "
-                                                         "vLLM ids - 1); without it Qwen3-VL targets fail to start "
+                                                         "vLLM ids - 1); without it M-RoPE targets fail to start "
                                                          "and others capture their default layers",
     },
 }
@@ -365,7 +365,7 @@ def validate(draft_dir: str | os.PathLike, target_cfg: Mapping[str, Any] | None 
     arch = (cfg.get("architectures") or [""])[0]
     if not (arch.startswith("Eagle3") or arch.endswith("Eagle3")):
         err(f"{where}: architectures[0] = {arch!r}: vLLM rewrites it to 'Eagle3{arch}'; "
-            f"use 'LlamaForCausalLMEagle3' or a family name such as 'Eagle3Qwen3VLForCausalLM'")
+            f"use 'LlamaForCausalLMEagle3' or a family's draft name ({', '.join(DRAFT_ARCHITECTURES)})")
     if cfg.get("num_hidden_layers", 1) != 1:
         out.append(Finding("warning", f"num_hidden_layers = {cfg['num_hidden_layers']}; only 1-layer drafts are "
                                       f"loadable by every supported engine version"))

@@ -60,3 +60,23 @@ def check_draft(draft: str, target: str | None) -> int:
     errors = [f for f in findings if f.level == "error"]
     print(f"{draft}: {'FAILED' if errors else 'OK'} ({len(errors)} errors, {len(findings) - len(errors)} warnings)")
     return 1 if errors else 0
+
+
+def check_rendering(target: str, data: str, samples: int, chat_template: str | None,
+                    chat_template_kwargs: str | None) -> int:
+    """The trainer's prompts vs vLLM's chat rendering for the first `samples` conversations of `data`."""
+    import json as _json
+    from .families import family_for_target
+    from .models import model_config, resolve_model
+    from .trainer.fidelity import check_data, report_lines, vllm_available
+    if not vllm_available():
+        print("error: the rendering check runs vLLM's own chat code: install vllm")
+        return 2
+    path = resolve_model(target)
+    kwargs = _json.loads(chat_template_kwargs) if chat_template_kwargs else None
+    results = check_data(path, data, family_for_target(model_config(path)), samples, chat_template, kwargs)
+    for line in report_lines(results):
+        print(line)
+    bad = sum(1 for r in results if r.difference)
+    print(f"{data}: {'FAILED' if bad else 'OK'} ({bad} of {len(results)} prompts differ from vLLM's)")
+    return 1 if bad else 0

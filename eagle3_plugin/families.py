@@ -35,6 +35,9 @@ class TargetFamily:
     deepstack_attr: str | None = None          # vision_config attribute listing deepstack layers (Qwen3-VL)
     # media items per prompt the engines are started with (vLLM's limit_mm_per_prompt); video needs torchvision
     media_limits: Mapping[str, int] = field(default_factory=dict)
+    # what vLLM's model class inserts per media item for a "string"-format chat template (get_placeholder_str;
+    # "{i}" = the item's 1-based index in the request; None = nothing): render.py uses it when vLLM is absent
+    chat_placeholders: Mapping[str, str | None] = field(default_factory=dict)
     # legacy / published names that engines must also accept for this family's targets
     compatible_draft_architectures: tuple[str, ...] = ("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM")
 
@@ -112,17 +115,21 @@ FAMILIES: dict[str, TargetFamily] = {f.name: f for f in (
         hf_model_class="Qwen3VLForConditionalGeneration", draft_architecture="Eagle3Qwen3VLForCausalLM",
         modality="image", positions="mrope", placeholder_attrs=("image_token_id", "video_token_id"),
         deepstack_attr="deepstack_visual_indexes", media_limits={"image": 1, "video": 1},
+        chat_placeholders={"image": "<|vision_start|><|image_pad|><|vision_end|>",        # vLLM qwen3_vl.py:1978
+                           "video": "<|vision_start|><|video_pad|><|vision_end|>"},
         compatible_draft_architectures=("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM",
                                         "Eagle3Qwen3vlForCausalLM")),
     TargetFamily(
         name="hunyuan_vl", hf_architectures=("HunYuanVLForConditionalGeneration",), model_types=("hunyuan_vl",),
         hf_model_class="HunYuanVLForConditionalGeneration", draft_architecture="Eagle3HunYuanVLForCausalLM",
-        modality="image", positions="row0", placeholder_attrs=("image_token_id",), media_limits={"image": 1}),
+        modality="image", positions="row0", placeholder_attrs=("image_token_id",), media_limits={"image": 1},
+        chat_placeholders={"image": None}),   # vLLM >= 0.29 serves it on the Transformers backend: no placeholder
     TargetFamily(
         name="qwen2_audio", hf_architectures=("Qwen2AudioForConditionalGeneration",),
         model_types=("qwen2_audio",), hf_model_class="Qwen2AudioForConditionalGeneration",
         draft_architecture="Eagle3Qwen2AudioForCausalLM", modality="audio", positions="1d",
-        placeholder_attrs=("audio_token_index",), media_limits={"audio": 1}),
+        placeholder_attrs=("audio_token_index",), media_limits={"audio": 1},
+        chat_placeholders={"audio": "Audio {i}: <|audio_bos|><|AUDIO|><|audio_eos|>"}),   # vLLM qwen2_audio.py:327
 )}
 
 DRAFT_ARCHITECTURES: dict[str, TargetFamily] = {

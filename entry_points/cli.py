@@ -23,8 +23,16 @@ def _tiny(args) -> int:
 
 
 def _check(args) -> int:
-    from eagle3_plugin.doctor import check_draft
-    return check_draft(args.draft, args.target)
+    from eagle3_plugin.doctor import check_draft, check_rendering
+    if not (args.draft or args.data):
+        raise SystemExit("eagle3-train check: give a DRAFT folder, or --target T --data D for the rendering check")
+    status = check_draft(args.draft, args.target) if args.draft else 0
+    if args.data:
+        if not args.target:
+            raise SystemExit("eagle3-train check --data: give --target too (the model whose chat path is compared)")
+        status = max(status, check_rendering(args.target, args.data, args.samples, args.chat_template,
+                                             args.chat_template_kwargs))
+    return status
 
 
 def _train(args) -> int:
@@ -140,9 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the text stack on the bundled corpus so the target writes structured text")
     t.set_defaults(func=_tiny)
 
-    c = sub.add_parser("check", help="validate a draft directory (and its fit to a target)")
-    c.add_argument("draft", help="draft directory (config.json + model.safetensors)")
+    c = sub.add_parser("check", help="validate a draft directory (and its fit to a target); with --data, compare "
+                                     "the trainer's prompts with vLLM's chat rendering token by token")
+    c.add_argument("draft", nargs="?", help="draft directory (config.json + model.safetensors)")
     c.add_argument("--target", help="target model folder or Hub id, to check vocab, hidden size and aux layer ids")
+    c.add_argument("--data", help="conversations jsonl: render them through the trainer and through vLLM's chat "
+                                  "path and report the first token where they differ")
+    c.add_argument("--samples", type=int, default=16, help="conversations compared with --data")
+    c.add_argument("--chat-template", help="the chat template you serve with, if not the target's own")
+    c.add_argument("--chat-template-kwargs", help="JSON of template variables, e.g. '{\"enable_thinking\": false}'")
     c.set_defaults(func=_check)
 
     _add_train(sub)
@@ -152,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="tiny target -> regenerate -> train -> vLLM with/without the draft: lossless, AL, speed")
     m.add_argument("--workdir", default="eagle3-demo", help="where targets, data and drafts are written")
-    m.add_argument("--families", nargs="+", default=["text", "qwen3_vl"], choices=[*FAMILIES, "all"])
+    from eagle3_plugin.devtools.demo import DEFAULT_FAMILIES
+    m.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=[*FAMILIES, "all"])
     m.add_argument("--k", type=int, default=3, help="num_speculative_tokens")
     m.set_defaults(func=_demo)
     return p

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from eagle3_plugin.families import FAMILIES as TABLE
 from helpers import (CACHE, chat_prompts, const_target, generate_inputs, heldout_chats, make_llm, pipeline,
                      random_draft, shutdown, spec_counters, target_config)
 
-FAMILIES = ["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"]
+FAMILIES = list(TABLE)
 OFFLINE = ("text", "qwen3_vl")
 MAX_TOKENS = 24
 K = 3

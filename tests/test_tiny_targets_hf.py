@@ -3,6 +3,8 @@ greedy generate run on a real fixture image / waveform. Builds are deterministic
 import json
 
 import pytest
+
+from eagle3_plugin.families import FAMILIES
 import torch
 
 from eagle3_plugin import fixtures
@@ -30,11 +32,10 @@ def _inputs(family, processor):
     return ids
 
 
-@pytest.mark.parametrize("family", ["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_tiny_target_loads_forwards_and_generates(family, cache):
     import transformers
     from eagle3_plugin.trainer.target import model_class, decoder_layers
-    from eagle3_plugin.families import FAMILIES
     path = cached_tiny_target(family, cache_dir=cache)
     cfg = json.loads((path / "config.json").read_text())
     text_cfg = cfg.get("text_config", cfg)

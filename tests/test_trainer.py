@@ -64,7 +64,7 @@ def test_bad_lines_are_reported_with_file_line_and_fix_and_the_rest_is_kept(tmp_
     assert report.summary() == "1/6 conversations kept, 5 bad lines skipped"
 
 
-@pytest.mark.parametrize("family", ["text", "qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_loss_mask_is_exactly_the_assistant_turns(family, cache):
     target = cached_tiny_target(family, cache_dir=cache)
     tok = Tokenizer(target, FAMILIES[family])
@@ -104,7 +104,7 @@ def test_too_long_sample_is_never_cut_inside_media(tmp_path, vl_target):
     assert torch.equal(cut.input_ids, full.input_ids[:media_end + 20])
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "hunyuan_vl", "qwen2_audio"])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if FAMILIES[f].has_engine_modules])
 def test_offline_features_reproduce_online_features(tmp_path, cache, family):
     from eagle3_plugin.trainer.features import FeatureStore, dump_features
     from eagle3_plugin.trainer.target import Target

@@ -34,6 +34,14 @@ class TrainConfig:
     max_steps: int = _opt(0, "optimizer steps (0: --num-epochs over the data)")
     num_epochs: int = _opt(1, "epochs when --max-steps is 0")
     max_length: int = _opt(2048, "tokens per conversation (media are never cut)")
+    chat_template: str | None = _opt(None, "chat template file (or text) the engine serves with, if not the "
+                                           "target's own (like vLLM's --chat-template)")
+    chat_template_kwargs: str | None = _opt(None, "JSON of template variables the engine passes, e.g. "
+                                                  "'{\"enable_thinking\": false}'")
+    serve_engine: str = _opt("vllm", "the engine whose chat rendering the samples reproduce",
+                             choices=("vllm", "sglang"))
+    render_check: int = _opt(4, "conversations rendered through vLLM's own chat code at start-up and compared "
+                                "token by token (0: off; needs vllm installed)")
     lr: float = _opt(1e-3, "peak learning rate (AdamW over fp32 master weights)")
     min_lr_ratio: float = _opt(0.1, "the cosine schedule ends at lr * min_lr_ratio")
     warmup_steps: int = _opt(20, "linear warm-up steps")
@@ -60,7 +68,7 @@ class TrainConfig:
 
 # Fields whose change makes a re-run a different run (refused unless --overwrite); the rest may change on resume.
 # The target, data and features count by content (run_identity), so moving a file does not break a resume.
-RUN_IDENTITY = ("eval_fraction", "max_length", "lr", "min_lr_ratio",
+RUN_IDENTITY = ("eval_fraction", "max_length", "chat_template", "chat_template_kwargs", "serve_engine", "lr", "min_lr_ratio",
                 "warmup_steps", "batch_size", "ttt_steps", "ttt_decay", "draft_vocab_size", "lm_head_init",
                 "grad_clip", "seed", "aux_layer_ids", "deepspeed", "max_steps", "num_epochs")
 PATH_FIELDS = ("data", "features", "eval_data")

@@ -36,6 +36,38 @@ silent acceptance loss. vLLM does NOT hand our list-of-parts messages to the tem
   template's, and media placeholders are still single tokens in ``prompt_ids``.
 
 ``detect_content_format`` calls vLLM's own function when vllm imports, else a small faithful copy of its AST walk.
+
+``ChatRenderer(..., engine="sglang")`` renders as SGLang 0.5.23's OpenAI chat path does instead (a faithful small
+copy: SGLang is not importable here; paths under sglang/srt/, checked case by case against SGLang's own code by
+integration_tests/sglang/test_sglang_rendering.py):
+
+* Template: ``--chat-template FILE.jinja`` is read, stripped of newlines at both ends and has literal ``\\n``
+  replaced by newlines (parser/template_manager.py:325-332; the format is detected on the text before that
+  replacement); else the processor's ``chat_template``, else the tokenizer's (template_manager.py:397-421).
+  Not copied: SGLang's built-in conversation templates (picked by name or by model path,
+  parser/conversation.py:525) and its Python chat templates (GLM-5.3, parser/python_chat_template.py:95).
+* Content format: ``detect_jinja_template_content_format`` (parser/jinja_template_utils.py:83-122) -- "openai"
+  outright when the template text contains "image", "audio", "video" or "vision" (even in a comment), else only
+  for a ``for`` loop over ``message|msg|m`` ``.content`` (no alias or macro tracking); a parse failure is "string".
+  There is no ``--chat-template-content-format`` option.
+* Messages: the request's pydantic messages, dumped (entrypoints/openai/protocol.py:754-807): a user message keeps
+  only role and content; system/assistant keep ``name`` and ``reasoning_content`` (an input ``reasoning`` key is
+  not a field and vanishes); None values are dropped and ``content: None`` becomes ``""`` (serving_chat.py:2134-2135).
+  ``process_content_for_template_format`` (jinja_template_utils.py:215-341): "openai" keeps text parts as
+  ``{"type": "text", "text": t}`` (empty ones too) and turns media into bare ``{"type": "image"|"video"|"audio"}``
+  (the content list goes last in the dict); "string" joins ALL text parts with a space ``" "`` (empty ones too) and
+  drops media parts without a placeholder and without sending the media at all.
+* Rendering: ``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=..., tools=None,
+  return_dict=False, **chat_template_kwargs)`` -- kwargs unfiltered (serving_chat.py:2138-2210, :2323); encoded with
+  ``tokenizer.encode(text, add_special_tokens=False)`` when ``encode("")`` yields tokens, else plain
+  ``encode(text)`` (:456-466, :2186-2196). A request whose media survived (the "openai" format) is decoded back to
+  text (:2238-2242) and SGLang's multimodal processor tokenises that text again (managers/tokenizer_manager.py:
+  1202); ``prompt_ids`` then returns that re-tokenisation (before placeholder expansion).
+* ``add_generation_prompt`` is taken as given, as ``POST /v1/tokenize`` does (protocol.py:1783-1792); a chat
+  completion has no such field: it always adds the generation prompt and turns a final assistant message with
+  string content into a user message (serving_chat.py:536-548). ``continue_final_message=True`` follows the chat
+  completion: a final assistant message whose converted content is a string is cut off, the rest rendered with the
+  generation prompt and ``encode(prefix)`` (a leading BOS removed) appended to the ids (:551-575, :2153-2160).
 ``vllm_render`` runs vLLM's own renderer (no engine: a ModelConfig + HfRenderer, ~15 s per model folder) for a
 fidelity check; ``first_difference`` reports where two id lists part.
 """
@@ -50,7 +82,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
+from eagle3_plugin.families import FAMILIES
+
 ContentFormat = Literal["string", "openai"]
+ENGINES = {"vllm": "vLLM", "sglang": "SGLang"}   # ChatRenderer(engine=...) -> the engine it renders like
 Placeholder = Union[str, Callable[[int], "str | None"], None]
 
 MEDIA_KINDS = {"image": "image", "image_url": "image", "image_pil": "image", "input_image": "image",
@@ -59,18 +94,11 @@ MEDIA_KINDS = {"image": "image", "image_url": "image", "image_pil": "image", "in
 # vLLM's interleave markers (renderers/chat_utils.py:98), used only with interleave_mm_strings=True
 _MARKERS = {"image": "<##IMAGE##>", "audio": "<##AUDIO##>", "video": "<##VIDEO##>"}
 
-# What vLLM 0.32's model classes return from get_placeholder_str(modality, i) ("{i}" = the item's 1-based index
-# within the request). Used when vLLM is not importable; tests check it against vLLM.
+# What vLLM 0.32's model classes return from get_placeholder_str(modality, i), per target architecture (the family
+# table's chat_placeholders). Used when vLLM is not importable; tests check it against vLLM.
 KNOWN_PLACEHOLDERS: dict[str, dict[str, str | None]] = {
-    # model_executor/models/qwen3_vl.py:1978
-    "Qwen3VLForConditionalGeneration": {"image": "<|vision_start|><|image_pad|><|vision_end|>",
-                                        "video": "<|vision_start|><|video_pad|><|vision_end|>"},
-    # model_executor/models/qwen2_audio.py:327
-    "Qwen2AudioForConditionalGeneration": {"audio": "Audio {i}: <|audio_bos|><|AUDIO|><|audio_eos|>"},
-    # registry.py:735 -> Transformers backend; SupportsMultiModal.get_placeholder_str returns None
-    # (model_executor/models/interfaces.py:235): a string-format template gets NO image placeholder.
-    "HunYuanVLForConditionalGeneration": {"image": None},
-}
+    arch: dict(fam.chat_placeholders) for fam in FAMILIES.values() for arch in fam.hf_architectures
+    if fam.chat_placeholders}
 
 
 class ChatTemplateError(ValueError):
@@ -189,6 +217,43 @@ def _detect_content_format_copy(chat_template: str) -> ContentFormat:
     return "string"
 
 
+SGLANG_MEDIA_WORDS = ("image", "audio", "video", "vision")   # sglang/srt/parser/jinja_template_utils.py:97
+
+
+def detect_sglang_content_format(chat_template: str) -> ContentFormat:
+    """SGLang 0.5.23's answer for this template text: copy of detect_jinja_template_content_format
+    (sglang/srt/parser/jinja_template_utils.py:28-122)."""
+    import jinja2.nodes as N
+    if any(word in chat_template for word in SGLANG_MEDIA_WORDS):
+        return "openai"
+    root = _parse_template(chat_template)
+    if root is None:
+        return "string"
+
+    def var(n, name):
+        return isinstance(n, N.Name) and n.ctx == "load" and n.name == name
+
+    def attr(n, name, key):
+        if isinstance(n, N.Getitem):
+            return var(n.node, name) and isinstance(n.arg, N.Const) and n.arg.value == key
+        return isinstance(n, N.Getattr) and var(n.node, name) and n.attr == key
+
+    def access(n, name, key):
+        if isinstance(n, N.Filter):
+            return n.node is not None and access(n.node, name, key)
+        if isinstance(n, N.Test) or (isinstance(n, N.Getitem) and isinstance(n.arg, N.Slice)):
+            return access(n.node, name, key)
+        return attr(n, name, key)
+
+    try:
+        for lp in root.find_all(N.For):
+            if any(access(lp.iter, name, "content") for name in ("message", "msg", "m")):
+                return "openai"
+        return "string"
+    except Exception:  # noqa: BLE001 - SGLang: "string" on an AST it cannot walk
+        return "string"
+
+
 # ----------------------------------------------------------------------------------------- placeholders
 def placeholders_for(architecture: str) -> dict[str, Placeholder]:
     """The string-format placeholders vLLM's model class for `architecture` inserts, per modality it accepts.
@@ -237,13 +302,21 @@ class ChatRenderer:
     chat_template_kwargs: like --default-chat-template-kwargs / the request's chat_template_kwargs;
     content_format: "auto" (detect, vLLM's default) | "string" | "openai" (like --chat-template-content-format);
     interleave_mm_strings: vLLM's --interleave-mm-strings (default off).
+    engine: "vllm" (default) or "sglang" -- render as SGLang 0.5.23's chat path does instead (module docstring;
+    content_format must then stay "auto" and interleave_mm_strings off: SGLang has neither option).
     """
 
     encode_kwargs = {"add_special_tokens": False}   # how vLLM encodes a rendered chat prompt
 
     def __init__(self, tokenizer, processor=None, placeholders: Mapping[str, Placeholder] | None = None,
                  chat_template: str | os.PathLike | None = None, chat_template_kwargs: dict | None = None,
-                 content_format: str = "auto", interleave_mm_strings: bool = False):
+                 content_format: str = "auto", interleave_mm_strings: bool = False, engine: str = "vllm"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "sglang" and (content_format != "auto" or interleave_mm_strings):
+            raise ValueError("engine='sglang': SGLang has no --chat-template-content-format or "
+                             "--interleave-mm-strings; leave content_format='auto' and interleave_mm_strings=False")
+        self.engine = engine
         self.tokenizer = tokenizer
         self.processor = processor
         self.placeholders = dict(placeholders or {})
@@ -255,7 +328,10 @@ class ChatRenderer:
         self.chat_template_kwargs = kwargs
         if content_format not in ("auto", "string", "openai"):
             raise ValueError(f"content_format must be auto, string or openai, got {content_format!r}")
-        self.detected_format: ContentFormat = detect_content_format(self.chat_template)
+        if engine == "sglang":
+            self.detected_format: ContentFormat = detect_sglang_content_format(self._format_source)
+        else:
+            self.detected_format = detect_content_format(self.chat_template)
         self.content_format: ContentFormat = self.detected_format if content_format == "auto" else content_format
 
     @classmethod
@@ -278,6 +354,8 @@ class ChatRenderer:
         return cls(tok, proc, **kw)
 
     def _resolve_template(self, chat_template) -> tuple[str, str]:
+        if self.engine == "sglang":
+            return self._resolve_template_sglang(chat_template)
         if chat_template is not None:
             text, src = str(chat_template), "chat_template= (literal text)"
             p = Path(os.fspath(chat_template))
@@ -296,13 +374,47 @@ class ChatRenderer:
             raise ChatTemplateError(f"{self._name()} has no chat template ({e}); fix: pass --chat-template FILE "
                                     "(the same file you serve with)") from None
 
+    def _resolve_template_sglang(self, chat_template) -> tuple[str, str]:
+        """SGLang's TemplateManager (parser/template_manager.py): --chat-template FILE.jinja is read, stripped of
+        newlines at both ends (format detected on that) and gets literal \\n turned into newlines (:325-332);
+        literal text here is taken as such a file's contents. Else the processor's chat_template, else the
+        tokenizer's; a dict of named templates -> its first (:397-449)."""
+        if chat_template is not None:
+            text, src = str(chat_template), "chat_template= (literal text, as a --chat-template file's contents)"
+            p = Path(os.fspath(chat_template))
+            try:
+                if "\n" not in text and "{" not in text and p.is_file():
+                    if p.suffix != ".jinja":
+                        raise ValueError(f"engine='sglang': {p} is not a .jinja file; SGLang reads any other "
+                                         "--chat-template file as a JSON conversation template, not copied here")
+                    text, src = p.read_text(), f"--chat-template {p}"
+            except OSError:
+                pass
+            text = text.strip("\n")
+            self._format_source = text
+            return text.replace("\\n", "\n"), src
+        proc_tpl = getattr(self.processor, "chat_template", None) if self.processor is not None else None
+        tpl, src = proc_tpl, f"the processor's chat template ({self._name()})"
+        if not tpl:
+            tpl, src = getattr(self.tokenizer, "chat_template", None), f"the tokenizer's chat template ({self._name()})"
+        if isinstance(tpl, dict) and tpl:
+            tpl = next(iter(tpl.values()))
+        if not isinstance(tpl, str) or not tpl:
+            raise ChatTemplateError(f"{self._name()} has no chat template; fix: pass --chat-template FILE "
+                                    "(the same file you serve with)")
+        self._format_source = tpl
+        return tpl, src
+
     def _name(self) -> str:
         return str(getattr(self.tokenizer, "name_or_path", "") or "the target")
 
     # -------------------------------------------------------------------------------- messages
     def engine_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict]:
         """Our messages (content: str or a list of text/image/audio parts) converted to exactly what vLLM hands
-        the chat template (renderers/chat_utils.py:2074-2150 for the resolved content format)."""
+        the chat template (renderers/chat_utils.py:2074-2150 for the resolved content format); with engine="sglang"
+        what SGLang hands it (see _sglang_messages)."""
+        if self.engine == "sglang":
+            return self._sglang_messages(messages)
         counts: Counter = Counter()   # media items per modality over the whole request, as vLLM's tracker counts
         out = []
         for i, msg in enumerate(messages):
@@ -360,8 +472,58 @@ class ChatRenderer:
             return items
         return _join_string_content(items, storage, self.interleave_mm_strings, i)
 
+    def _sglang_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict]:
+        """SGLang: ChatCompletionRequest's pydantic messages dumped (protocol.py:754-807: user -> role, content;
+        system/assistant -> role, content, name, reasoning_content; other keys vanish), content None -> ""
+        (serving_chat.py:2134-2135), then process_content_for_template_format (jinja_template_utils.py:215-341)."""
+        openai = self.content_format == "openai"
+        out = []
+        for i, msg in enumerate(messages):
+            role = msg.get("role")
+            if role not in ("system", "user", "assistant"):
+                raise ValueError(f"message {i}: role {role!r} is not supported by ChatRenderer "
+                                 "(system, user, assistant)")
+            content = msg.get("content")
+            dumped: dict[str, Any] = {"role": role, "content": "" if content is None else content}
+            if role != "user":
+                for key in ("name", "reasoning_content"):
+                    if isinstance(msg.get(key), str):
+                        dumped[key] = msg[key]
+            if not isinstance(content, list):
+                out.append(dumped)
+                continue
+            parts: list = []
+            texts: list[str] = []
+            for j, part in enumerate(content):
+                if isinstance(part, str):
+                    part = {"type": "text", "text": part}
+                kind = part.get("type") if isinstance(part, Mapping) else None
+                if kind in ("text", "input_text"):
+                    if not isinstance(part.get("text"), str):   # the protocol's text part needs a string
+                        raise ValueError(f"message {i}: content[{j}] is a text part without text (SGLang "
+                                         "rejects such a request)")
+                    parts.append({"type": "text", "text": part["text"]})
+                    texts.append(part["text"])
+                    continue
+                modality = MEDIA_KINDS.get(kind)
+                if modality is None:
+                    raise ValueError(f"message {i}: content[{j}] type {kind!r} is not text, image, audio or video")
+                if modality not in self.placeholders:
+                    takes = ", ".join(sorted(self.placeholders)) or "no media"
+                    raise ValueError(f"message {i}: content[{j}] is {modality} but the target takes {takes} "
+                                     "(SGLang rejects such a request)")
+                parts.append({"type": modality})
+            if openai:
+                out.append({**{k: v for k, v in dumped.items() if k != "content"}, "content": parts})
+            else:   # "string": texts joined with a space, media dropped (and never sent)
+                out.append({**dumped, "content": " ".join(texts) if texts else ""})
+        return out
+
     # -------------------------------------------------------------------------------- rendering
     def _kwargs(self, add_generation_prompt: bool, continue_final_message: bool) -> dict:
+        if self.engine == "sglang":   # serving_chat.py:2138-2147, :2323: chat_template_kwargs as they are
+            return {**self.chat_template_kwargs, "add_generation_prompt": add_generation_prompt,
+                    "return_dict": False}
         user = {k: v for k, v in self.chat_template_kwargs.items() if v is not None and v != "auto"}
         kw = {**user, "add_generation_prompt": add_generation_prompt,
               "continue_final_message": continue_final_message, "return_dict": False}
@@ -369,8 +531,16 @@ class ChatRenderer:
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False, *,
                continue_final_message: bool = False) -> str:
-        """The prompt text vLLM renders for these messages."""
+        """The prompt text vLLM (engine="sglang": SGLang) renders for these messages. SGLang with
+        continue_final_message: the rendered text followed by the cut-off assistant text (SGLang encodes the two
+        separately; prompt_ids has the exact ids)."""
         conv = self.engine_messages(messages)
+        if self.engine == "sglang":
+            conv, agp, prefix = self._sglang_final_message(conv, add_generation_prompt, continue_final_message)
+            try:
+                return self._apply(conv, agp, False) + (prefix or "")
+            except Exception as e:  # noqa: BLE001
+                raise self._template_error(e, messages, conv, agp, False) from e
         try:
             return self._apply(conv, add_generation_prompt, continue_final_message)
         except Exception as e:  # noqa: BLE001 - jinja errors, raise_exception(), TypeErrors from the template
@@ -392,7 +562,8 @@ class ChatRenderer:
                     where = f" at message {k - 1} (role {messages[k - 1].get('role')!r})"
                     break
         return ChatTemplateError(
-            f"{self.template_source} cannot render this conversation{where}: {reason}. vLLM would reject the same "
+            f"{self.template_source} cannot render this conversation{where}: {reason}. {ENGINES[self.engine]} would "
+            f"reject the same "
             f"request. Fix: pass --chat-template FILE with the template you serve the target with, or fix/drop "
             f"this conversation")
 
@@ -400,8 +571,44 @@ class ChatRenderer:
                    continue_final_message: bool = False) -> list[int]:
         """Token ids of the rendered prompt as vLLM encodes it (add_special_tokens=False), before the multimodal
         processor expands each media placeholder."""
+        if self.engine == "sglang":
+            return self._sglang_prompt_ids(messages, add_generation_prompt, continue_final_message)
         text = self.render(messages, add_generation_prompt, continue_final_message=continue_final_message)
         return list(self.tokenizer(text, **self.encode_kwargs)["input_ids"])
+
+    @staticmethod
+    def _sglang_final_message(conv: list[dict], agp: bool, cfm: bool):
+        """SGLang's continue_final_message (chat completions, serving_chat.py:2151-2160, :536-548): the generation
+        prompt is added and a final assistant message with string content is cut off as the prefix."""
+        if not cfm:
+            return conv, agp, None
+        if conv and conv[-1].get("role") == "assistant" and isinstance(conv[-1].get("content"), str):
+            return conv[:-1], True, conv[-1]["content"]
+        return conv, True, None
+
+    def _sglang_prompt_ids(self, messages, add_generation_prompt: bool, continue_final_message: bool) -> list[int]:
+        tok = self.tokenizer
+        conv = self.engine_messages(messages)
+        has_media = any(isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
+                        for m in conv)
+        conv, agp, prefix = self._sglang_final_message(conv, add_generation_prompt, continue_final_message)
+        try:
+            text = self._apply(conv, agp, False)
+        except Exception as e:  # noqa: BLE001
+            raise self._template_error(e, messages, conv, agp, False) from e
+        # serving_chat.py:456-466 + :2186-2196: add_special_tokens=False only where encode("") adds tokens
+        kw = {"add_special_tokens": False} if len(tok.encode("")) > 0 else {}
+        ids = list(tok.encode(text, **kw))
+        if prefix:   # _append_assistant_prefix_to_prompt_ids (serving_chat.py:551-575)
+            extra = list(tok.encode(prefix))
+            if extra and extra[0] == tok.bos_token_id:
+                extra = extra[1:]
+            ids += extra
+        if has_media and self.processor is not None:
+            # a request with media goes to the multimodal processor as TEXT (serving_chat.py:2238-2242, :1221-1250):
+            # the ids decoded and tokenised again (managers/tokenizer_manager.py:1202)
+            ids = list(tok(tok.decode(ids, clean_up_tokenization_spaces=False))["input_ids"])
+        return ids
 
 
 def _join_string_content(items: list[str], storage: dict[str, list[str]], interleave: bool, i: int) -> str:

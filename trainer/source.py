@@ -7,6 +7,22 @@ import torch
 from safetensors import SafetensorError
 
 from .data import DataError, LoadReport, Tokenizer, load_samples
+from .fidelity import check_data, require_same_prompts, vllm_available
+
+
+def template_kwargs_of(cfg) -> dict | None:
+    """--chat-template-kwargs JSON as a dict (a clear error for bad JSON)."""
+    import json
+    if not cfg.chat_template_kwargs:
+        return None
+    try:
+        value = json.loads(cfg.chat_template_kwargs)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--chat-template-kwargs: not JSON ({e.msg} at column {e.colno}): "
+                         f"{cfg.chat_template_kwargs!r}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"--chat-template-kwargs: expected a JSON object, got {cfg.chat_template_kwargs!r}")
+    return value
 
 
 class FeatureSource:
@@ -26,7 +42,12 @@ class FeatureSource:
         else:
             from .target import Target
             self.aux_ids = list(cfg.aux_layer_ids or family.default_aux_layer_ids(target_cfg))
-            tok = Tokenizer(cfg.target, family)
+            template_kwargs = template_kwargs_of(cfg)
+            tok = Tokenizer(cfg.target, family, cfg.chat_template, template_kwargs, engine=cfg.serve_engine)
+            if cfg.render_check and cfg.serve_engine == "vllm" and vllm_available():
+                results = check_data(cfg.target, cfg.data, family, cfg.render_check, cfg.chat_template,
+                                     template_kwargs, tok=tok)
+                require_same_prompts(results, f"{cfg.data} rendered for {cfg.target}")
             self.train_samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=progress)
             self.eval_samples = (load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=progress)
                                  if cfg.eval_data else [])

@@ -63,8 +63,24 @@ def _stats(xs: list[float]) -> dict:
     return {"mean": statistics.fmean(s), "p50": s[len(s) // 2], "p90": s[min(len(s) - 1, int(0.9 * len(s)))]}
 
 
-def summarise(run: Run, baseline: Run | None, greedy: bool) -> dict:
-    """One report row: the raw counts and everything derived from them."""
+GAP_LIMIT = 0.10    # a larger gap between the trainer's simulated and the engine's acceptance length is a mismatch
+
+
+def trainer_sim_al(draft: str | None, k: int | None) -> float | None:
+    """The acceptance length the trainer simulated on its eval split at k = 3 (config.json's eagle3_plugin block)."""
+    if not draft or k != 3:
+        return None
+    from pathlib import Path
+    from eagle3_plugin.models import read_json
+    cfg_path = Path(draft) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    return (read_json(cfg_path).get("eagle3_plugin") or {}).get("eval_sim_al_k3")
+
+
+def summarise(run: Run, baseline: Run | None, greedy: bool, draft: str | None = None) -> dict:
+    """One report row: the raw counts and everything derived from them; with the draft folder, the trainer's own
+    simulated acceptance length next to the engine's and their gap (over GAP_LIMIT: a train/serve mismatch)."""
     row = {"label": run.label, "config": run.config, "prompts": run.prompts, "output_tokens": run.output_tokens,
            "wall_s": run.wall_s, "tokens_per_s": run.tokens_per_s, "prefill_latency_s": _stats(run.prefill_s),
            "e2e_latency_s": _stats(run.e2e_s)}
@@ -72,6 +88,10 @@ def summarise(run: Run, baseline: Run | None, greedy: bool) -> dict:
         s = run.spec
         row.update(counts=asdict(s), acceptance_length=s.acceptance_length(), acceptance_rate=s.acceptance_rate(),
                    acceptance_per_position=s.acceptance_per_position())
+        sim = trainer_sim_al(draft, run.config.get("num_speculative_tokens"))
+        if sim:
+            gap = abs(s.acceptance_length() - sim) / sim
+            row.update(trainer_sim_al=sim, train_serve_gap=gap, train_serve_mismatch=gap > GAP_LIMIT)
     if baseline is not None and run is not baseline:
         row["speedup"] = run.tokens_per_s / baseline.tokens_per_s if baseline.tokens_per_s else None
         row["speedup_bound"] = row.get("acceptance_length")
@@ -132,7 +152,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     baseline = next((r for r in runs if r.spec is None), None)
     greedy = cfg.temperature == 0
     rep = {"engine": cfg.engine, "target": cfg.target, "draft": cfg.draft, "settings": _settings(cfg),
-           "prompts": len(chats), "runs": [summarise(r, baseline, greedy) for r in runs]}
+           "prompts": len(chats), "runs": [summarise(r, baseline, greedy, cfg.draft) for r in runs]}
     report.write(rep, Path(cfg.output), plot=cfg.plot)
     return rep
 

@@ -43,6 +43,13 @@ def markdown(rep: dict) -> str:
                      f"{_fmt(r['e2e_latency_s'].get('p50'), 3)} | {lossless} |")
     lines += ["", "speedup = output tokens/s with the draft / without; its bound is the acceptance length (a free "
                   "draft, verify as cheap as one decode step)."]
+    for r in rep["runs"]:
+        if r.get("trainer_sim_al"):
+            verdict = ("TRAIN/SERVE MISMATCH: the engine accepts far from what the trainer measured; check the chat "
+                       "template and content format (`eagle3-train check --target T --data D`), the positions and the "
+                       "engine version" if r["train_serve_mismatch"] else "consistent")
+            lines.append(f"{r['label']}: engine acceptance length {r['acceptance_length']:.2f} vs the trainer's "
+                         f"simulated {r['trainer_sim_al']:.2f} (gap {r['train_serve_gap']:.0%}): {verdict}")
     if rep["engine"] == "sglang" and len(rep["runs"]) > 2:
         lines += ["", SGLANG_NOTES]
     return "\n".join(lines) + "\n"

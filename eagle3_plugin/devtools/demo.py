@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..families import FAMILIES
 
-def run(workdir: str | os.PathLike = "eagle3-demo", families=("text", "qwen3_vl"), k: int = 3) -> int:
+
+DEFAULT_FAMILIES = ("text", next(f.name for f in FAMILIES.values() if f.modality == "image"))
+
+
+def run(workdir: str | os.PathLike = "eagle3-demo", families=DEFAULT_FAMILIES, k: int = 3) -> int:
     from ..bench import BenchConfig, run_bench
     from .pipeline import PipelineConfig, run_pipeline
     work = Path(workdir)

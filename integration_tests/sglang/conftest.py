@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from eagle3_plugin.families import FAMILIES as TABLE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WORKER = HERE / "sgl_worker.py"
-FAMILIES = ("text", "qwen3_vl", "hunyuan_vl", "qwen2_audio")
+FAMILIES = tuple(TABLE)
 
 
 def _cache_dir() -> Path:

@@ -31,8 +31,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from eagle3_plugin.families import FAMILIES as TABLE
 
-FAMILIES = ("text", "qwen3_vl", "hunyuan_vl", "qwen2_audio")
+FAMILIES = tuple(TABLE)
 SPEC_FLAGS = ["--speculative-algorithm", "EAGLE3", "--speculative-num-steps", "5", "--speculative-eagle-topk", "4",
               "--speculative-num-draft-tokens", "16"]
 QUESTIONS = {"text": ["Explain how a binary search works.", "Tell me about bees.", "How do you make tea?"],
