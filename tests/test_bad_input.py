@@ -21,9 +21,11 @@ from eagle3_plugin.devtools.tiny import cached_tiny_target
 from eagle3_plugin.entry_points.cli import main
 from eagle3_plugin.outputs import MARKER, OutputError
 from eagle3_plugin.trainer.config import ConfigError, file_fingerprint
+from eagle3_plugin.trainer.loop import TrainingDiverged
 from eagle3_plugin.trainer.state import StateError
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+# one thread: the tiny runs are ~30x faster on a shared 2-core box than with two threads contending for it
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 FAST = ["--max-steps", "3", "--save-every", "3", "--eval-every", "1000", "--ttt-steps", "2", "--eval-fraction", "0",
         "--draft-vocab-size", "300", "--no-progress"]
 
@@ -31,6 +33,14 @@ FAST = ["--max-steps", "3", "--save-every", "3", "--eval-every", "1000", "--ttt-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return os.environ.get("EAGLE3_CACHE") or tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +200,12 @@ def test_huge_lr_stops_with_one_line_error_and_writes_no_model(tmp_path, text_ta
 
 def test_huge_lr_leaves_the_previous_finite_draft_and_state(tmp_path, text_target, data):
     out = tmp_path / "draft"
-    r = _cli("train", "--target", text_target, "--data", data, "-o", out, "--max-steps", "6", "--ttt-steps", "2",
-             "--no-progress", "--lr", "1e30", "--eval-every", "1", "--save-every", "1", "--eval-fraction", "0")
-    m = DIVERGED.match(_one_line_error(r))
-    assert m, r.stderr[-2000:]
+    with pytest.raises(TrainingDiverged) as e:      # in-process: the test above checks what the CLI prints
+        main(["train", "--target", str(text_target), "--data", str(data), "-o", str(out), "--max-steps", "6",
+              "--ttt-steps", "2", "--no-progress", "--lr", "1e30", "--eval-every", "1", "--save-every", "1",
+              "--eval-fraction", "0"])
+    m = DIVERGED.match(str(e.value))
+    assert m, str(e.value)
     step = int(m.group(1))
     assert step >= 2, "diverged before any draft was written: nothing to check"
     meta = json.loads((out / "config.json").read_text())["eagle3_plugin"]
@@ -205,15 +217,31 @@ def test_huge_lr_leaves_the_previous_finite_draft_and_state(tmp_path, text_targe
 
 
 # ======================================================================= 3. crash-proof state: fault injection
-FAULT = r'''
-import os, sys
+# Every run below is its own process: a child forked from one server process that has imported the training stack
+# (torch, transformers, vLLM's registry for chat rendering: ~15 s per fresh process on a busy 2-core box) and run
+# nothing yet, so each child starts like a fresh `python` and trains from scratch. A kill is os._exit(137) right
+# after the n-th disk event of a save: nothing else runs (no finally, no atexit), as with kill -9.
+SERVER = r'''
+import json, os, signal, sys, time, traceback
+
+def warm(name):
+    try:
+        __import__(name)
+    except Exception:  # noqa: BLE001 - pre-imports only save time; a child imports whatever is missing
+        pass
+
+for name in ("eagle3_plugin.trainer.loop", "eagle3_plugin.trainer.target", "eagle3_plugin.trainer.render",
+             "torch.utils.tensorboard", "vllm.model_executor.models.registry"):
+    warm(name)
+import transformers
+transformers.Qwen3ForCausalLM
 from eagle3_plugin.trainer import state
 from eagle3_plugin.trainer.config import TrainConfig
 from eagle3_plugin.trainer.loop import train
 
 
 def cut(fn, kill_at, count):
-    """fn, then count the event, print it and die like kill -9 right after the kill_at-th one."""
+    """fn, then count the event, print it, and die like kill -9 right after the kill_at-th one."""
     def wrapper(*args):
         fn(*args)
         count[0] += 1
@@ -224,14 +252,47 @@ def cut(fn, kill_at, count):
     return wrapper
 
 
-if __name__ == "__main__":
-    target, data, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    if kill_at >= 0:                     # -1: unpatched; 0: count only
-        count = [0]
-        state._write = cut(state._write, kill_at, count)
-        state._rename = cut(state._rename, kill_at, count)
-    train(TrainConfig(target=target, data=data, output=out, max_steps=9, save_every=3, eval_every=1000,
-                      progress=False, ttt_steps=2, eval_fraction=0, draft_vocab_size=300))
+def child(req):
+    fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False)
+    code = 0
+    try:
+        if req["kill_at"] >= 0:          # -1: unpatched; 0: count only
+            count = [0]
+            state._write = cut(state._write, req["kill_at"], count)
+            state._rename = cut(state._rename, req["kill_at"], count)
+        train(TrainConfig(target=req["target"], data=req["data"], output=req["out"], max_steps=9, save_every=3,
+                          eval_every=1000, progress=False, ttt_steps=2, eval_fraction=0, draft_vocab_size=300))
+    except SystemExit as e:
+        print(e)
+        code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    os._exit(code)
+
+
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        child(req)
+    deadline = time.time() + req["timeout"]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            rc = os.waitstatus_to_exitcode(status)
+            break
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            rc = "timeout"
+            break
+        time.sleep(0.02)
+    print(json.dumps({"rc": rc}), flush=True)
 '''
 # the disk events of one save, in order (non-DeepSpeed): every file write, manifest last, then the rename
 SAVE_EVENTS = ["_write draft_fp32.safetensors", "_write optimizer.safetensors", "_write optimizer.json",
@@ -240,22 +301,47 @@ SAVE_EVENTS = ["_write draft_fp32.safetensors", "_write optimizer.safetensors", 
 PER_SAVE = len(SAVE_EVENTS)
 
 
-def _fault_run(tmp: Path, target, out: Path, kill_at: int) -> subprocess.CompletedProcess:
-    script = tmp / "fault.py"
-    if not script.exists():
-        script.write_text(FAULT)
-    return subprocess.run([sys.executable, str(script), str(target), str(fixtures.CONVERSATIONS), str(out),
-                           str(kill_at)], capture_output=True, text=True, timeout=300, env=ENV)
+class Runs:
+    """Start training runs (9 steps, a save every 3) as children of the server; returns (exit status, output)."""
+
+    def __init__(self, tmp: Path, target: Path):
+        self.tmp, self.target, self.n = tmp, target, 0
+        (tmp / "server.py").write_text(SERVER)
+        self.proc = subprocess.Popen([sys.executable, str(tmp / "server.py")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=ENV)
+
+    def __call__(self, out: Path, kill_at: int) -> tuple[int, str]:
+        self.n += 1
+        log = self.tmp / f"run-{self.n}.log"
+        self.proc.stdin.write(json.dumps({"target": str(self.target), "data": str(fixtures.CONVERSATIONS),
+                                          "out": str(out), "kill_at": kill_at, "log": str(log),
+                                          "timeout": 240}) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        assert reply, "the run server died"
+        rc = json.loads(reply)["rc"]
+        assert rc != "timeout", log.read_text()[-3000:]
+        return rc, log.read_text()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, text_target):
+def runs(tmp_path_factory, text_target):
+    r = Runs(tmp_path_factory.mktemp("runs"), text_target)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, runs):
     """An uninterrupted 9-step run (3 saves), counting its disk events."""
-    tmp = tmp_path_factory.mktemp("ref")
-    out = tmp / "ref"
-    r = _fault_run(tmp, text_target, out, kill_at=0)
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = [ln.split(" ", 2)[2] for ln in r.stdout.splitlines() if ln.startswith("event ")]
+    out = tmp_path_factory.mktemp("ref") / "ref"
+    rc, log = runs(out, kill_at=0)
+    assert rc == 0, log[-3000:]
+    events = [ln.split(" ", 2)[2] for ln in log.splitlines() if ln.startswith("event ")]
     want = []
     for step in (3, 6, 9):
         want += [f"_write step-{step:08d}.tmp/{e.split()[1]}" for e in SAVE_EVENTS[:-1]]
@@ -274,48 +360,47 @@ def _assert_same_as_reference(out: Path, ref: Path) -> None:
 
 
 @pytest.mark.parametrize("n", range(1, PER_SAVE + 1), ids=[e.split()[-1].strip("_") for e in SAVE_EVENTS])
-def test_kill_at_every_event_of_a_save_resumes_exactly(tmp_path, text_target, reference, n):
+def test_kill_at_every_event_of_a_save_resumes_exactly(tmp_path, runs, reference, n):
     out = tmp_path / "run"
     kill_at = PER_SAVE + n                      # the n-th event of the second save (step 6)
-    r = _fault_run(tmp_path, text_target, out, kill_at)
-    assert r.returncode == 137, r.stderr[-3000:]
-    assert r.stdout.splitlines()[-1].startswith(f"event {kill_at} {SAVE_EVENTS[n - 1].split()[0]}")
+    rc, log = runs(out, kill_at)
+    assert rc == 137, log[-3000:]
+    assert log.splitlines()[-1].startswith(f"event {kill_at} {SAVE_EVENTS[n - 1].split()[0]}")
     renamed = n == PER_SAVE
     assert _states(out) == ["step-00000003", "step-00000006" if renamed else "step-00000006.tmp"]
     resume = 6 if renamed else 3
-    r = _fault_run(tmp_path, text_target, out, kill_at=-1)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming from {out / 'train_state' / f'step-{resume:08d}'} at step {resume} " in r.stdout, r.stdout
-    assert "warning: skipped" not in r.stdout
+    rc, log = runs(out, kill_at=-1)             # the same command, unpatched
+    assert rc == 0, log[-3000:]
+    assert f"resuming from {out / 'train_state' / f'step-{resume:08d}'} at step {resume} " in log, log[-3000:]
+    assert "warning: skipped" not in log
     _assert_same_as_reference(out, reference)
 
 
-def test_kill_before_the_first_save_completes_starts_cleanly(tmp_path, text_target, reference):
+def test_kill_before_the_first_save_completes_starts_cleanly(tmp_path, runs, reference):
     out = tmp_path / "run"
-    r = _fault_run(tmp_path, text_target, out, kill_at=1)
-    assert r.returncode == 137, r.stderr[-3000:]
+    rc, log = runs(out, kill_at=1)
+    assert rc == 137, log[-3000:]
     assert _states(out) == ["step-00000003.tmp"]
     assert os.listdir(out / "train_state" / "step-00000003.tmp") == ["draft_fp32.safetensors"]
-    r = _fault_run(tmp_path, text_target, out, kill_at=-1)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resuming from" not in r.stdout and "warning: skipped" not in r.stdout
-    assert "resume" not in r.stderr.lower()
+    rc, log = runs(out, kill_at=-1)
+    assert rc == 0, log[-3000:]
+    assert "resuming from" not in log and "warning: skipped" not in log and "resume" not in log.lower()
     _assert_same_as_reference(out, reference)
 
 
-def test_a_swapped_state_file_is_passed_over_never_loaded(tmp_path, text_target, reference):
+def test_a_swapped_state_file_is_passed_over_never_loaded(tmp_path, runs, reference):
     out = tmp_path / "run"
-    r = _fault_run(tmp_path, text_target, out, kill_at=2 * PER_SAVE)   # step 6 renamed, step 3 not yet removed
-    assert r.returncode == 137 and _states(out) == ["step-00000003", "step-00000006"]
+    rc, log = runs(out, kill_at=2 * PER_SAVE)   # step 6 renamed into place, step 3 not yet removed
+    assert rc == 137 and _states(out) == ["step-00000003", "step-00000006"], log[-3000:]
     swapped = out / "train_state" / "step-00000006" / "optimizer.safetensors"
     raw = bytearray(swapped.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF                  # one byte of tensor data: same size, valid safetensors
+    raw[len(raw) // 2] ^= 0xFF                  # one byte of tensor data: same size, still valid safetensors
     swapped.write_bytes(bytes(raw))
-    r = _fault_run(tmp_path, text_target, out, kill_at=-1)
-    assert r.returncode == 0, r.stderr[-3000:]
+    rc, log = runs(out, kill_at=-1)
+    assert rc == 0, log[-3000:]
     assert (f"warning: skipped an incomplete training state: {swapped.parent}: optimizer.safetensors differs from "
-            f"what eagle3-train wrote (size or sha256)") in r.stdout, r.stdout
-    assert f"resuming from {out / 'train_state' / 'step-00000003'} at step 3 " in r.stdout
+            f"what eagle3-train wrote (size or sha256)") in log, log[-3000:]
+    assert f"resuming from {out / 'train_state' / 'step-00000003'} at step 3 " in log
     _assert_same_as_reference(out, reference)
 
 

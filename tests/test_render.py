@@ -18,8 +18,8 @@ from eagle3_plugin.devtools.tiny import cached_tiny_target
 
 vllm = pytest.importorskip("vllm")
 
-from render_cases import (AUD, CASES, CONVS, IMG, KWARGS, MODELS, PANEL, TEMPLATES, TEXT_LIST,  # noqa: E402,F401
-                          VL_PH, T, build_cases, case_id, case_messages, txt)
+from render_cases import (CASES, CONVS, IMG, MODELS, PANEL, TEMPLATES, TEXT_LIST, VL_PH, T,  # noqa: E402
+                          case_id, case_messages, txt)
 
 
 @pytest.fixture(scope="session")

@@ -179,11 +179,6 @@ def _parse(line: str, where: str, base: Path, lineno: int) -> Conversation:
             raise DataError(where, f"conversations[{i}]: media in an assistant turn is not supported")
         msg = {"role": m["role"], "content": parts}
         if m["role"] == "assistant":
-            if not "".join(p.get("text", "") for p in parts).strip() and not m.get("token_ids"):
-                if i == len(convs) - 1 and any(x.get("role") == "assistant" for x in convs[:i]):
-                    continue      # a trailing empty turn to regenerate: the earlier answers still train
-                raise DataError(where, f"conversations[{i}]: empty assistant turn: nothing to train on",
-                                "regenerate the answers with `eagle3-train regenerate`")
             ids = m.get("token_ids")
             if ids is not None and not (isinstance(ids, list) and all(isinstance(t, int) for t in ids)):
                 raise DataError(where, f"conversations[{i}].token_ids must be a list of token ids")
@@ -240,6 +235,11 @@ class Tokenizer:
         for i, m in enumerate(conv.messages):
             if m["role"] != "assistant":
                 continue
+            if not m.get("token_ids") and not "".join(p.get("text", "") for p in m["content"]).strip():
+                if i == len(conv.messages) - 1 and ids:
+                    break         # a last turn left to regenerate: the earlier answers still train
+                raise DataError(conv.where, f"conversations[{i}]: empty assistant turn: nothing to train on",
+                                "regenerate the answers with `eagle3-train regenerate`")
             prompt = self._render_ids(conv, conv.messages[:i], add_generation_prompt=True)
             if ids and prompt[:len(ids)] != ids:       # the template rewrote history: start a new sample
                 pieces.append((ids, mask, prompt_len))

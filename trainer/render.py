@@ -562,15 +562,16 @@ class ChatRenderer:
                     where = f" at message {k - 1} (role {messages[k - 1].get('role')!r})"
                     break
         return ChatTemplateError(
-            f"{self.template_source} cannot render this conversation{where}: {reason}. {ENGINES[self.engine]} would "
-            f"reject the same "
-            f"request. Fix: pass --chat-template FILE with the template you serve the target with, or fix/drop "
+            f"{self.template_source} cannot render this conversation{where}: {reason}. {ENGINES[self.engine]} "
+            f"would reject the same request. Fix: pass --chat-template FILE with the template you serve the target with, or fix/drop "
             f"this conversation")
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False, *,
                    continue_final_message: bool = False) -> list[int]:
         """Token ids of the rendered prompt as vLLM encodes it (add_special_tokens=False), before the multimodal
-        processor expands each media placeholder."""
+        processor expands each media placeholder. engine="sglang": the ids SGLang's scheduler gets (for a request
+        whose media reach the template, its multimodal processor's re-tokenisation of the decoded prompt), before
+        expansion."""
         if self.engine == "sglang":
             return self._sglang_prompt_ids(messages, add_generation_prompt, continue_final_message)
         text = self.render(messages, add_generation_prompt, continue_final_message=continue_final_message)

@@ -79,7 +79,9 @@ def ttt_forward(draft, input_ids, aux, target_p, target_arg, positions, loss_mas
     p_all, arg_all = target_p[:, 1:], target_arg[:, 1:]                  # the target at t+1
     mask_all = _shift(loss_mask, 2, fill=False)[:, :T - 1]                 # predicted token t+2 is assistant
     cache: list = []
-    total = draft.fc.weight.sum() * 0.0     # stays in the graph when no position is scored
+    # zero, but in the graph of every trainable weight: a conversation with no scored position still gives each
+    # weight a gradient, so every rank reduces the same tensors (DeepSpeed and plain DP alike)
+    total = sum(p.sum() for p in draft.parameters() if p.requires_grad) * 0.0
     correct, scored, runs = [], [], []
     for i in range(steps):
         prenorm = draft.step(_shift(tok, i), hidden, pos, cache, step_index=i)
