@@ -48,6 +48,8 @@ def vllm_available() -> bool:
 def check_conversations(tok: Tokenizer, target_path, convs: list[Conversation], chat_template=None,
                         chat_template_kwargs=None) -> list[TurnCheck]:
     from .render import first_difference, vllm_prompt_ids
+    if chat_template is not None:     # vLLM's request parameter takes the template text (a file is read by the CLI)
+        chat_template = tok.renderer.chat_template
     results = []
     for conv in convs:
         messages = with_media_paths(conv)

@@ -45,6 +45,8 @@ def lr_factor(step: int, cfg: TrainConfig, total: int) -> float:
 
 
 def train(cfg: TrainConfig) -> dict:
+    """One run, start to finish. Longer than the house's ~60 lines on purpose: like nanoGPT's train.py it reads top
+    to bottom, one numbered stage after another, and each stage calls into the room that owns the details."""
     # ---- 0. setup: processes, seeds, the target, and an output folder that is ours (or refused before any work)
     dist = setup(cfg.device, need_group=bool(cfg.deepspeed))
     torch.manual_seed(cfg.seed)

@@ -38,10 +38,14 @@ class TinySpec:
     pretrain_steps: int = 0
     pretrain_seq_len: int = 128
     max_position_embeddings: int = 4096
+    variant: str = ""     # "" = the family's default builder; "llama" = the second text target (text family only)
 
     def key(self) -> str:
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.family}-{h}"
+        d = asdict(self)
+        if not d["variant"]:
+            d.pop("variant")          # existing specs keep their keys (and cache folders)
+        h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.family}-{h}" + (f"-{self.variant}" if self.variant else "")
 
 
 # ------------------------------------------------------------------------------------------------ tokenizers
@@ -241,6 +245,145 @@ def _build_qwen2_audio(s: TinySpec, out: Path):
     return model, tok, proc, gen
 
 
+# ------------------------------------------------------------------------------------------------ a second text target
+# Built differently from `_build_text` on every axis a trainer could lean on: Llama architecture (LlamaForCausalLM,
+# rope_theta 5e5), a Unigram tokenizer (Metaspace, not byte-level BPE) of another size, Llama-3 special tokens and
+# a string-only header template, and its own corpus (recipes, travel diaries, weather reports, shop notices).
+LLAMA_BOS, LLAMA_EOT, LLAMA_EOS = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"
+LLAMA_SPECIAL = [LLAMA_BOS, LLAMA_EOS, "<|start_header_id|>", "<|end_header_id|>", LLAMA_EOT,
+                 "<|finetune_right_pad_id|>", "<unk>"]
+LLAMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+LLAMA_VOCAB = 1536
+
+_L_FOODS = ["lentil soup", "barley bread", "plum tart", "onion pie", "rice pudding", "bean stew", "pepper salad",
+            "apple cake", "leek gratin", "corn fritters", "fish broth", "mushroom risotto", "carrot jam",
+            "potato dumplings", "walnut biscuits", "tomato sauce"]
+_L_ING = ["two onions", "a cup of flour", "three eggs", "a spoon of butter", "a pinch of salt", "half a lemon",
+          "four carrots", "a glass of milk", "some fresh thyme", "a handful of walnuts", "two ripe plums",
+          "a clove of garlic", "a bowl of rice", "six small potatoes", "a spoon of honey", "a little olive oil"]
+_L_VERB = ["chop", "stir", "bake", "simmer", "whisk", "fold", "roast", "slice", "mash", "season"]
+_L_TIME = ["ten minutes", "a quarter of an hour", "twenty minutes", "half an hour", "an hour", "five minutes"]
+_L_TOWN = ["Harbourside", "Millbrook", "Stonegate", "Ashford", "Kelby", "Wrenmoor", "Oakhurst", "Lindale",
+           "Pebble Bay", "Fernhill", "Corrin", "Thistlewick"]
+_L_PLACE = ["the old market", "the river path", "a small museum", "the harbour wall", "the hill fort",
+            "a quiet chapel", "the station cafe", "the botanical garden", "the lighthouse", "the stone bridge"]
+_L_FEEL = ["tired but happy", "a little lost", "very hungry", "cheerful", "soaked to the skin", "calm",
+           "curious about everything", "sleepy"]
+_L_SKY = ["clear", "cloudy", "foggy", "windy", "rainy", "stormy", "bright", "grey"]
+_L_WIND = ["north", "south", "east", "west", "north west", "south east"]
+_L_DAY = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_L_ITEM = ["umbrellas", "garden chairs", "wool socks", "kitchen knives", "paint brushes", "bicycle lamps",
+           "rain coats", "tea cups", "notebooks", "candles"]
+
+
+def _llama_sentences(rng) -> list[str]:
+    """One short document (3-6 sentences) in one of four styles."""
+    c = rng.choice
+    kind = rng.randrange(4)
+    if kind == 0:
+        food = c(_L_FOODS)
+        out = [f"Recipe for {food}: you need {c(_L_ING)}, {c(_L_ING)} and {c(_L_ING)}."]
+        for _ in range(rng.randint(2, 4)):
+            out.append(f"{c(_L_VERB).capitalize()} {c(_L_ING)} and {c(_L_VERB)} it for {c(_L_TIME)}.")
+        out.append(f"Serve the {food} warm with {c(_L_ING)}.")
+    elif kind == 1:
+        town = c(_L_TOWN)
+        out = [f"Travel diary, {c(_L_DAY)}: we arrived in {town} in the {c(['morning', 'afternoon', 'evening'])}."]
+        for _ in range(rng.randint(2, 4)):
+            out.append(f"We walked to {c(_L_PLACE)} and I felt {c(_L_FEEL)}.")
+        out.append(f"Tomorrow we leave {town} for {c(_L_TOWN)}.")
+    elif kind == 2:
+        town = c(_L_TOWN)
+        t = rng.randint(2, 28)
+        out = [f"Weather report for {town} on {c(_L_DAY)}: the sky will be {c(_L_SKY)}.",
+               f"The wind blows from the {c(_L_WIND)} and the temperature stays near {t} degrees."]
+        if rng.random() < 0.6:
+            out.append(f"By the evening it turns {c(_L_SKY)} with {t - rng.randint(1, 5)} degrees.")
+        out.append(f"Take {c(['a coat', 'an umbrella', 'a hat', 'sun cream', 'warm gloves'])} if you go out.")
+    else:
+        out = [f"Notice from the shop in {c(_L_TOWN)}: new {c(_L_ITEM)} arrive on {c(_L_DAY)}."]
+        for _ in range(rng.randint(1, 3)):
+            out.append(f"We also sell {c(_L_ITEM)} and {c(_L_ITEM)} at a fair price.")
+        out.append(f"The shop is open from {rng.randint(7, 10)} until {rng.randint(4, 8)} every day but {c(_L_DAY)}.")
+    return out
+
+
+def llama_corpus_docs(n: int = 800, seed: int = 1234) -> list[list[str]]:
+    """The second target's corpus as documents (lists of sentences); deterministic."""
+    import random
+    rng = random.Random(seed)
+    return [_llama_sentences(rng) for _ in range(n)]
+
+
+_LLAMA_ASKS = ["Continue this note: {s}", "Write more like this: {s}", "Please go on: {s}",
+               "Add two sentences after this: {s}", "Finish the text: {s}", "Keep writing: {s}"]
+
+
+def llama_corpus_text() -> str:
+    """About the size of the bundled corpus: documents one per line, plus the ask phrases (so prompts tokenize)."""
+    rng_docs = llama_corpus_docs()
+    lines = [" ".join(d) for d in rng_docs]
+    lines += [a.format(s=" ".join(d[:1])) + " " + " ".join(d[1:]) for a, d in zip(_LLAMA_ASKS * 60, rng_docs[::7])]
+    return "\n".join(lines) + "\n"
+
+
+def llama_prompt_set(n: int, seed: int = 0, heldout: bool = False) -> list[dict]:
+    """Seed-format prompts in the second target's style (string content). Training prompts start from the first
+    sentence of documents drawn with one generator, held-out prompts from freshly generated documents whose first
+    sentence occurs in neither the training prompts nor (by construction of the seed) the same draw."""
+    import random
+    rng = random.Random(seed)
+    docs = llama_corpus_docs(n=4 * n + 50, seed=(777 if heldout else 555) + seed)
+    train_first = set() if not heldout else {d[0] for d in llama_corpus_docs(n=4 * 240 + 50, seed=555)}
+    rows, seen = [], set()
+    for d in docs:
+        s = d[0] if rng.random() < 0.7 else " ".join(d[:2])
+        if s in seen or d[0] in train_first:
+            continue
+        seen.add(s)
+        rows.append({"id": f"p-llama-{'h' if heldout else 't'}-{len(rows):05d}", "conversations": [
+            {"role": "user", "content": rng.choice(_LLAMA_ASKS).format(s=s)}, {"role": "assistant", "content": ""}]})
+        if len(rows) == n:
+            break
+    return rows
+
+
+def _train_unigram_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=LLAMA_SPECIAL, unk_token="<unk>",
+                                      show_progress=False, initial_alphabet=list("\n:,.?!'-0123456789"))
+    tok.train_from_iterator([llama_corpus_text()], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=LLAMA_BOS, eos_token=LLAMA_EOT,
+                                   pad_token="<|finetune_right_pad_id|>", unk_token="<unk>")
+    fast.chat_template = LLAMA_TEMPLATE
+    fast.model_max_length = 32768
+    return fast, {t: fast.convert_tokens_to_ids(t) for t in LLAMA_SPECIAL}
+
+
+def _build_text_llama(s: TinySpec, out: Path):
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    tok, ids = _train_unigram_tokenizer(LLAMA_VOCAB)
+    cfg = LlamaConfig(**_text_cfg(s, len(tok), rope_theta=500000.0, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                                  bos_token_id=ids[LLAMA_BOS], eos_token_id=[ids[LLAMA_EOS], ids[LLAMA_EOT]],
+                                  pad_token_id=ids["<|finetune_right_pad_id|>"]))
+    model = LlamaForCausalLM(cfg)
+    gen = GenerationConfig(bos_token_id=ids[LLAMA_BOS], eos_token_id=[ids[LLAMA_EOS], ids[LLAMA_EOT]],
+                           pad_token_id=ids["<|finetune_right_pad_id|>"], do_sample=False)
+    return model, tok, None, gen
+
+
+_VARIANTS = {("text", "llama"): (_build_text_llama, llama_corpus_text)}
+
 _BUILDERS = {"text": _build_text, "qwen3_vl": _build_qwen3_vl, "hunyuan_vl": _build_hunyuan_vl,
              "qwen2_audio": _build_qwen2_audio}
 
@@ -264,15 +407,25 @@ def build_tiny_target(family: str, out_dir: str | os.PathLike, overwrite: bool =
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(_BUILDERS)}")
     spec = TinySpec(family=family, **overrides)
+    builder, corpus = _BUILDERS[family], None
+    if spec.variant:
+        if (family, spec.variant) not in _VARIANTS:
+            raise ValueError(f"unknown tiny variant {spec.variant!r} for {family!r}; known: {sorted(_VARIANTS)}")
+        builder, corpus = _VARIANTS[(family, spec.variant)]
     out = claim_output_dir(out_dir, "tiny-target", overwrite=overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         torch.manual_seed(spec.seed)
-        model, tok, proc, gen = _BUILDERS[family](spec, tmp)
+        model, tok, proc, gen = builder(spec, tmp)
         model = model.to(torch.float32).eval()
         if spec.pretrain_steps:
             from .pretrain import pretrain_text_stack
-            pretrain_text_stack(model, tok, spec)
+            if corpus is None:
+                pretrain_text_stack(model, tok, spec)
+            else:   # the same pretraining run, on the variant's own corpus
+                from unittest import mock
+                with mock.patch("eagle3_plugin.fixtures.corpus_text", corpus):
+                    pretrain_text_stack(model, tok, spec)
         model.to(torch.bfloat16).save_pretrained(tmp)
         if family == "qwen2_audio":
             _fix_qwen2_audio_keys(tmp)
