@@ -247,7 +247,7 @@ def _build_qwen2_audio(s: TinySpec, out: Path):
 
 # ------------------------------------------------------------------------------------------------ a second text target
 # Built differently from `_build_text` on every axis a trainer could lean on: Llama architecture (LlamaForCausalLM,
-# rope_theta 5e5), a Unigram tokenizer (Metaspace, not byte-level BPE) of another size, Llama-3 special tokens and
+# rope_theta 5e5), a SentencePiece-style tokenizer (Metaspace BPE with <unk>, not byte-level) of another size, Llama-3 special tokens and
 # a string-only header template, and its own corpus (recipes, travel diaries, weather reports, shop notices).
 LLAMA_BOS, LLAMA_EOT, LLAMA_EOS = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"
 LLAMA_SPECIAL = [LLAMA_BOS, LLAMA_EOS, "<|start_header_id|>", "<|end_header_id|>", LLAMA_EOT,
@@ -353,16 +353,21 @@ def llama_prompt_set(n: int, seed: int = 0, heldout: bool = False) -> list[dict]
     return rows
 
 
-def _train_unigram_tokenizer(vocab_size: int):
+def _train_sentencepiece_bpe(vocab_size: int):
+    """SentencePiece-style BPE (Metaspace word boundaries, an <unk> token, no byte level) trained on the variant's
+    corpus, padded to `vocab_size` with Llama-3's reserved special tokens (the corpus supports fewer merges)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.Unigram())
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=LLAMA_SPECIAL, unk_token="<unk>",
-                                      show_progress=False, initial_alphabet=list("\n:,.?!'-0123456789"))
-    tok.train_from_iterator([llama_corpus_text()], trainer)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA_SPECIAL, show_progress=False,
+                                  initial_alphabet=list("\n:,.?!'-0123456789"))
+    tok.train_from_iterator(llama_corpus_text().splitlines(), trainer)
+    n = tok.get_vocab_size()
+    if n < vocab_size:
+        tok.add_special_tokens([f"<|reserved_special_token_{i}|>" for i in range(vocab_size - n)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=LLAMA_BOS, eos_token=LLAMA_EOT,
                                    pad_token="<|finetune_right_pad_id|>", unk_token="<unk>")
     fast.chat_template = LLAMA_TEMPLATE
@@ -372,7 +377,7 @@ def _train_unigram_tokenizer(vocab_size: int):
 
 def _build_text_llama(s: TinySpec, out: Path):
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-    tok, ids = _train_unigram_tokenizer(LLAMA_VOCAB)
+    tok, ids = _train_sentencepiece_bpe(LLAMA_VOCAB)
     cfg = LlamaConfig(**_text_cfg(s, len(tok), rope_theta=500000.0, tie_word_embeddings=False, rms_norm_eps=1e-5,
                                   bos_token_id=ids[LLAMA_BOS], eos_token_id=[ids[LLAMA_EOS], ids[LLAMA_EOT]],
                                   pad_token_id=ids["<|finetune_right_pad_id|>"]))
