@@ -210,9 +210,10 @@ class Tokenizer:
         target_path = resolve_model(target_path)
         cfg = model_config(target_path)
         self.placeholder_ids: set[int] = set(family.placeholder_token_ids(cfg))
-        kw = {"engine": engine} if engine != "vllm" else {}
+        # the family table's placeholders are vLLM's (tests/test_render.py checks them against vLLM's model classes)
         self.renderer = ChatRenderer.from_pretrained(target_path, chat_template=chat_template,
-                                                     chat_template_kwargs=chat_template_kwargs, **kw)
+                                                     chat_template_kwargs=chat_template_kwargs, engine=engine,
+                                                     placeholders=dict(family.chat_placeholders))
         self.tokenizer = self.renderer.tokenizer
         self.processor = self.renderer.processor if family.modality != "text" else None
         self.stop_ids = _stop_ids(target_path, self.tokenizer)

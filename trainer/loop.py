@@ -23,7 +23,7 @@ from eagle3_plugin.outputs import claim_output_dir, record_written
 
 from . import state
 from .config import TrainConfig, identity_differences, run_identity
-from .data import LoadReport, token_frequencies
+from .data import DataFileError, LoadReport, token_frequencies
 from .dist import Updater, setup
 from .draft import init_draft
 from .evaluate import conversation_loss, evaluate, headline_al, split
@@ -54,9 +54,16 @@ def train(cfg: TrainConfig) -> dict:
     target_path = resolve_model(cfg.target)
     try:
         target_cfg = model_config(target_path)
+    except (OSError, ValueError) as e:      # an unreadable config.json (the message names it)
+        raise SystemExit(str(e)) from None
+    try:
         family = family_for_target(target_cfg)
-    except (OSError, ValueError) as e:      # an unreadable config.json or an architecture we do not support
+    except ValueError as e:                 # an architecture we do not support
         raise SystemExit(f"{cfg.target}: {e}") from None
+    for data in (cfg.data, cfg.eval_data):
+        if data and not Path(data).is_file():     # before the output folder is touched
+            why = "is a folder; give the conversations jsonl file" if Path(data).is_dir() else "no such data file"
+            raise DataFileError(f"{data}: {why}")
     out = Path(cfg.output)
     if dist.main:
         claim_output_dir(out, "draft", overwrite=cfg.overwrite,

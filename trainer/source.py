@@ -4,7 +4,6 @@ features were stored by `eagle3-train dump-features`). The features folder is op
 from __future__ import annotations
 
 import torch
-from safetensors import SafetensorError
 
 from .data import DataError, LoadReport, Tokenizer, load_samples
 from .fidelity import check_data, require_same_prompts, vllm_available
@@ -52,11 +51,7 @@ class FeatureSource:
             self.eval_samples = (load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=progress)
                                  if cfg.eval_data else [])
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32   # the target is frozen
-            try:
-                self.target = Target(cfg.target, dtype=dtype, device=str(device))
-            except SafetensorError as e:    # a truncated or corrupt weights file (Target catches the rest)
-                raise SystemExit(f"{cfg.target}: cannot load the target's weights (SafetensorError: "
-                                 f"{str(e).splitlines()[0][:300]}); re-download or re-save the model") from None
+            self.target = Target(cfg.target, dtype=dtype, device=str(device))
 
     def embed_and_head(self):
         if self.offline:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from eagle3_plugin.families import TargetFamily, family_for_target
 from eagle3_plugin.models import model_config, resolve_model
@@ -82,7 +83,7 @@ class Target:
         self.family = family_for_target(self.config)
         try:
             model = model_class(self.family).from_pretrained(str(self.path), dtype=dtype)
-        except (OSError, ValueError, RuntimeError) as e:   # truncated or corrupt weights, wrong shapes
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:   # truncated/corrupt weights, shapes
             raise SystemExit(f"{self.path}: cannot load the target's weights ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:300]}); re-download or re-save the model") from None
         self.model = model.to(device).eval()
