@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 import os
 import platform
 import subprocess
@@ -145,6 +146,18 @@ def prepare(family: str, variant: str, cache: Path) -> dict:
     return {"target": target, "heldout": heldout, "regen": regen}
 
 
+def _write(results: Path, args, pipe, chats, rows) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or None
+    doc = {"family": args.family, "target_variant": args.target_variant, "target": str(pipe["target"]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+           "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                       "cpus": os.cpu_count()},
+           "heldout_prompts": len(chats), "recipes": rows}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+
+
 def main(argv=None) -> dict:
     from eagle3_plugin.families import FAMILIES
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -155,6 +168,8 @@ def main(argv=None) -> dict:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--cache", default=None)
     p.add_argument("--prepare-only", action="store_true", help="build the target and regenerate the data, then stop")
+    p.add_argument("--results", default=None, help="folder for recipes-<family>-<variant>.json "
+                                                   "(default: benchmarks/results, what the README renders)")
     args = p.parse_args(argv)
     if args.target_variant != "ours" and args.family != "text":
         p.error("--target-variant llama is a text target: use --family text")
@@ -175,7 +190,7 @@ def main(argv=None) -> dict:
     chats = from_jsonl(pipe["heldout"])
     sampling = SamplingParams(temperature=0, max_tokens=48)
     tag = f"{args.family}-{args.target_variant}"
-    results = REPO / "benchmarks" / "results" / f"recipes-{tag}.json"
+    results = Path(args.results or REPO / "benchmarks" / "results") / f"recipes-{tag}.json"
     old = json.loads(results.read_text()) if results.exists() else {}
     rows = dict(old.get("recipes", {}))
     llm = make_llm(pipe["target"], max_model_len=1024, max_num_seqs=4)
@@ -194,6 +209,7 @@ def main(argv=None) -> dict:
         shutdown(llm)
         rows[name] = {**summarise(run, base, greedy=True), "steps": steps, "k": args.k,
                       "config": RECIPES[name], "patches": list(PATCHES.get(name, ()))}
+        _write(results, args, pipe, chats, rows)       # after every recipe: a long run keeps what it measured
     print(f"\n{tag}: {steps} steps, {len(chats)} held-out prompts, k={args.k}")
     print(f"{'recipe':<10} {'accept len':>10}  per position        lossless")
     for name, r in rows.items():
@@ -201,17 +217,32 @@ def main(argv=None) -> dict:
         print(f"{name:<10} {r['acceptance_length']:>10.2f}  {pp:<18}  {r['lossless']}")
     if "ours" in rows and "classic" in rows:
         print(f"ours / classic acceptance length: {rows['ours']['acceptance_length'] / rows['classic']['acceptance_length']:.2f}x")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or None
-    doc = {"family": args.family, "target_variant": args.target_variant, "target": str(pipe["target"]),
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-           "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                       "cpus": os.cpu_count()},
-           "heldout_prompts": len(chats), "recipes": rows}
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return rows
 
 
-if __name__ == "__main__":
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"llama": "Llama target we did not tune for (own tokenizer, Llama-3 string-only template, own corpus)",
+           "ours": "our Qwen3 text target"}
+
+
+def table() -> str:
+    """The README's recipe rows, rendered from the results files (held-out acceptance length at k = 3, per position)."""
+    import json
+    rows = ["| target | recipe | accept len (per position) | run |", "|---|---|---|---|"]
+    for variant, label in TARGETS.items():
+        path = RESULTS / f"recipes-text-{variant}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        for name, r in d["recipes"].items():
+            c = r["counts"]
+            per_pos = " / ".join(f"{x:.2f}" for x in r["acceptance_per_position"])
+            rows.append(f"| {label} | {name} | {1 + c['accepted'] / c['verifies']:.2f} ({per_pos}) | "
+                        f"{d['date'][:10]}, commit {d['commit']}, {d['machine']['cpus']} CPUs |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--table"]:
+    print(table())
+elif __name__ == "__main__":
     main()

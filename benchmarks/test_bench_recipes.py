@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def test_ours_beats_the_classic_recipe(benchmark, cache):
     import recipes
     rows = benchmark.pedantic(recipes.main, args=(["--family", "text", "--recipes", "ours", "classic",
-                                                   "--cache", cache],), rounds=1, iterations=1)
+                                                   "--cache", cache, "--results", cache],), rounds=1, iterations=1)
     ours, classic = rows["ours"]["acceptance_length"], rows["classic"]["acceptance_length"]
     benchmark.extra_info.update(ours=ours, classic=classic)
     assert rows["ours"]["lossless"] and rows["classic"]["lossless"]

@@ -1,0 +1,15 @@
+"""README figures are rendered from results files, not typed: the recipe block equals what
+`benchmarks/recipes.py --table` renders from benchmarks/results/."""
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_recipe_table_matches_the_results_files():
+    import recipes
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- recipes:begin -->\n", 1)[1].split("\n<!-- recipes:end -->", 1)[0]
+    assert block.strip() == recipes.table().strip()
+    assert "| ours |" in block   # the results files are there
