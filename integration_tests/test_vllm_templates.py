@@ -1,20 +1,22 @@
 """A panel of chat templates, served by real vLLM CPU engines with the pretrained tiny text target
 (eagle3_plugin/fixtures/templates/*.jinja; strict_roles is an error case, covered by tests/test_render.py).
 
-For each template (thinking: with enable_thinking true, passed as chat_template_kwargs):
+For each template (thinking twice: enable_thinking true and false, as chat_template_kwargs), on its own prompts:
   A. the token ids the trainer renders for a prompt (render.ChatRenderer through data.Tokenizer) equal the
      `prompt_token_ids` vLLM's `LLM.chat` produced for the same messages, for every training and held-out prompt
      (seed-format list content for half of them, plain strings for the other half), and the samples the trainer
      builds from the regenerated jsonl are exactly those prompt ids followed by the tokens vLLM generated;
   B. a draft trained on that jsonl with that template (`eagle3-train train --chat-template FILE`) reaches, in vLLM
-     with the same template, a held-out acceptance length within 10% of the trainer's own simulated one.
+     with the same template, a held-out acceptance length within 10% of the trainer's own simulated one
+     (config.json's eagle3_plugin.eval_sim_al_k3, on the trainer's eval split of the training prompts).
 
 Engines, one at a time: one target-only engine generates every template's data (greedy, 48 tokens); one engine
 with a draft then serves all the drafts. It starts with the first template's draft (loaded by vLLM as usual) and
-swaps each next draft's weights in (the draft's own `load_weights`, through a worker extension, prefix cache
-reset); at the end the first draft is swapped back in and must reproduce its first measurement count for count,
-which shows a swapped-in draft is served exactly as a freshly loaded one. All drafts of one target have the same
-config (full vocab, same aux layers), so only weights differ. This keeps the file at a few minutes.
+swaps each other draft's weights in through a worker extension doing what vLLM's own draft weight update does (a
+layerwise reload in checkpoint format: the CPU backend repacks linear weights at load), then resets the prefix
+cache (cached prompt blocks hold the previous draft's KV). The swap is checked: all drafts have the same config
+(full vocab, same aux layers), an untrained draft swapped in accepts far less, and the first draft swapped back
+reproduces its fresh-load run count for count. One engine instead of nine keeps the file at a few minutes.
 """
 from __future__ import annotations
 
@@ -31,13 +33,19 @@ from eagle3_plugin import fixtures
 
 TEMPLATES = Path(fixtures.__file__).resolve().parent / "templates"
 PANEL = sorted(p.stem for p in TEMPLATES.glob("*.jinja") if p.stem != "strict_roles")
-KWARGS = {"thinking": {"enable_thinking": True}}       # chat_template_kwargs per template
-RENDER_CHECKED = "list_aware"      # trained with render_check=2 (vLLM's own renderer at start-up); others 0 (time)
+# label -> (template, chat_template_kwargs). thinking: enable_thinking true renders no <think> in the prompt (the
+# tiny target writes none either), only in answered turns; false puts an empty <think>\n\n</think> block into every
+# generation prompt, so it is served too: the one case where the kwargs change the prompt ids.
+VARIANTS = {name: (name, {"enable_thinking": True} if name == "thinking" else None) for name in PANEL}
+VARIANTS["thinking_off"] = ("thinking", {"enable_thinking": False})
+NAMES = list(VARIANTS)
+# trained with render_check=2 (vLLM's own renderer at start-up: openai content format; template kwargs); others 0
+RENDER_CHECKED = ("list_aware", "thinking_off")
 N_TRAIN, N_HELD = 60, 12
 MAX_TOKENS, K = 48, 3
 STEPS = 250
 GAP = 0.10
-SEEDS = {name: (10 + i, 200 + i) for i, name in enumerate(PANEL)}    # prompt_set seeds: (training, held-out)
+SEEDS = {name: (10 + i, 200 + i) for i, name in enumerate(NAMES)}    # prompt_set seeds: (training, held-out)
 T0 = time.perf_counter()
 
 
@@ -66,27 +74,42 @@ class DraftSwap:
     """vLLM worker extension (worker_extension_cls): load another draft's weights into the running draft model."""
 
     def eagle3_load_draft(self, path: str) -> int:
+        """What vLLM's own draft weight update does (weight_transfer engines after start_draft_weight_update): a
+        layerwise reload in checkpoint format, so layers whose weights the CPU backend repacked are re-processed."""
         from safetensors.torch import load_file
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
+        model = self.model_runner.drafter.model
         sd = load_file(os.path.join(path, "model.safetensors"))
-        self.model_runner.drafter.model.load_weights(sd.items())
+        with set_current_vllm_config(self.vllm_config):
+            initialize_layerwise_reload(model)
+            model.load_weights(sd.items())
+            finalize_layerwise_reload(model, self.vllm_config.speculative_config.draft_model_config)
         return len(sd)
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def panel(tmp_path_factory):
+    yield generate(_target(), tmp_path_factory.mktemp("templates"))
+
+
+@pytest.fixture(scope="module")
+def served(panel):
+    yield train_and_serve(panel)
+
+
+def generate(target: Path, work: Path) -> dict:
     """One target-only engine: per template, greedy answers to the training and held-out prompts (prompt ids and
     generated ids as vLLM reports them), and the training conversations as a regenerated seed-format jsonl."""
     from vllm import SamplingParams
-    target = _target()
-    work = tmp_path_factory.mktemp("templates")
     t = time.perf_counter()
     llm = make_llm(target)
     res = {"target": target, "work": work}
     try:
-        for name in PANEL:
-            tpath = TEMPLATES / f"{name}.jinja"
-            kw = KWARGS.get(name)
+        for name in NAMES:
+            stem, kw = VARIANTS[name]
+            tpath = TEMPLATES / f"{stem}.jinja"
             s_train, s_held = SEEDS[name]
             train_msgs = _messages(fixtures.prompt_set(N_TRAIN, "text", seed=s_train))
             held_msgs = _messages(fixtures.prompt_set(N_HELD, "text", seed=s_held))
@@ -107,7 +130,7 @@ def panel(tmp_path_factory):
     finally:
         shutdown(llm)
     print(f"\n[templates] generation engine: {time.perf_counter() - t:.0f} s")
-    yield res
+    return res
 
 
 def _served_chat(llm, v: dict) -> dict:
@@ -122,55 +145,86 @@ def _served_chat(llm, v: dict) -> dict:
             "prompt_ids": [list(o.prompt_token_ids) for o in outs]}
 
 
-@pytest.fixture(scope="module")
-def served(panel):
+def _untrained_draft(target: Path, out: Path) -> Path:
+    """A draft as the trainer initialises it, before any step (what pipeline() serves as "untrained")."""
+    from safetensors.torch import load_file
+    from eagle3_plugin.checkpoint import save_draft
+    from eagle3_plugin.models import model_config
+    from eagle3_plugin.trainer.draft import init_draft
+    sd = load_file(str(target / "model.safetensors"))
+    embed = next(v for k, v in sd.items() if k.endswith("embed_tokens.weight"))
+    d = init_draft(model_config(target), embed, seed=0)
+    save_draft(out, d.cfg, d.checkpoint_tensors())
+    return out
+
+
+def train_and_serve(panel: dict) -> dict:
     """Per template: a draft trained on its jsonl with its template, then all drafts served in one vLLM engine."""
+    from unittest import mock
+    from eagle3_plugin.trainer import source
     from eagle3_plugin.trainer.config import TrainConfig
     from eagle3_plugin.trainer.loop import train
     target, work = panel["target"], panel["work"]
     res: dict = {}
-    for name in PANEL:
+    for name in NAMES:
         v = panel[name]
         t = time.perf_counter()
         out = work / f"draft-{name}"
-        result = train(TrainConfig(
-            target=str(target), data=str(v["jsonl"]), output=str(out), chat_template=str(v["template"]),
-            chat_template_kwargs=json.dumps(v["kwargs"]) if v["kwargs"] else None, max_steps=STEPS,
-            eval_every=STEPS, save_every=STEPS, ttt_steps=K, eval_fraction=0.1, progress=False,
-            render_check=2 if name == RENDER_CHECKED else 0))
+        checks: list = []      # what the start-up render check (render_check=N) compared, to show it ran
+
+        def spy(*a, _real=source.check_data, _checks=checks, **kw):
+            _checks.append(_real(*a, **kw))
+            return _checks[-1]
+
+        with mock.patch.object(source, "check_data", spy):
+            result = train(TrainConfig(
+                target=str(target), data=str(v["jsonl"]), output=str(out), chat_template=str(v["template"]),
+                chat_template_kwargs=json.dumps(v["kwargs"]) if v["kwargs"] else None, max_steps=STEPS,
+                eval_every=STEPS, save_every=STEPS, ttt_steps=K, eval_fraction=0.1, progress=False,
+                render_check=2 if name in RENDER_CHECKED else 0))
         cfg = json.loads((out / "config.json").read_text())
-        res[name] = {"draft": out, "result": result, "config": cfg,
+        res[name] = {"draft": out, "result": result, "config": cfg, "render_checks": checks,
                      "sim": cfg["eagle3_plugin"]["eval_sim_al_k3"], "train_s": time.perf_counter() - t}
         print(f"[templates] {name}: trained in {res[name]['train_s']:.0f} s, simulated AL(k=3) {res[name]['sim']}")
 
+    untrained = _untrained_draft(target, work / "draft-untrained")
+    res["untrained_config"] = json.loads((untrained / "config.json").read_text())
+
     t = time.perf_counter()
-    first = PANEL[0]
+    first = NAMES[0]
     llm = make_llm(target, res[first]["draft"], k=K, worker_extension_cls=f"{__name__}.DraftSwap")
+
+    def swap(draft: Path) -> None:
+        llm.collective_rpc("eagle3_load_draft", args=(str(draft),))
+        llm.reset_prefix_cache()     # the draft's KV of cached prompt blocks was written by the previous draft
+
     try:
-        for name in PANEL:
-            if name != first:
-                llm.collective_rpc("eagle3_load_draft", args=(str(res[name]["draft"]),))
-                llm.reset_prefix_cache()     # the draft's KV of cached prompt blocks came from the previous draft
-            res[name].update(_served_chat(llm, panel[name]))
-        llm.collective_rpc("eagle3_load_draft", args=(str(res[first]["draft"]),))
-        llm.reset_prefix_cache()
+        res[first].update(_served_chat(llm, panel[first]))      # the draft vLLM loaded itself
+        swap(untrained)                                          # a swap takes effect ...
+        res["untrained"] = _served_chat(llm, panel[first])
+        swap(res[first]["draft"])                                # ... and serves as the freshly loaded draft did
         res["swapped_back"] = _served_chat(llm, panel[first])
+        for name in NAMES[1:]:
+            swap(res[name]["draft"])
+            res[name].update(_served_chat(llm, panel[name]))
     finally:
         shutdown(llm)
     print(f"[templates] draft engine: {time.perf_counter() - t:.0f} s")
     print("[templates] template           trainer sim AL   vLLM AL   gap")
-    for name in PANEL:
+    for name in NAMES:
         r = res[name]
         eng = r["spec"].acceptance_length()
         r["engine"], r["gap"] = eng, abs(eng - r["sim"]) / r["sim"]
         print(f"[templates] {name:18s} {r['sim']:14.3f} {eng:9.3f} {r['gap']:6.1%}")
+    al_u = res["untrained"]["spec"].acceptance_length()
+    print(f"[templates] untrained draft on {first}'s held-out prompts: AL {al_u:.3f}")
     print(f"[templates] fixtures done after {time.perf_counter() - T0:.0f} s")
-    yield res
+    return res
 
 
 # ------------------------------------------------------------------------------------------------------ tests
 def test_heldout_prompts_are_not_training_prompts(panel):
-    for name in PANEL:
+    for name in NAMES:
         v = panel[name]
         train = {_text(m) for m in v["train_msgs"]}
         held = [_text(m) for m in v["held_msgs"]]
@@ -180,7 +234,7 @@ def test_heldout_prompts_are_not_training_prompts(panel):
         assert any(isinstance(m[0]["content"], list) for m in v["train_msgs"])
 
 
-@pytest.mark.parametrize("name", PANEL)
+@pytest.mark.parametrize("name", NAMES)
 def test_trainer_renders_the_prompts_vllm_served(panel, name):
     from eagle3_plugin.families import FAMILIES
     from eagle3_plugin.trainer.data import Tokenizer, load_samples
@@ -200,29 +254,41 @@ def test_trainer_renders_the_prompts_vllm_served(panel, name):
         assert s.input_ids.tolist() == p + g, f"{name} sample {i}: {first_difference(s.input_ids.tolist(), p + g)}"
         assert s.loss_mask.tolist() == [False] * len(p) + [True] * len(g)
 
-    if name == "thinking":
+    if VARIANTS[name][0] == "thinking":
         # the template writes an answered turn with a <think> block the target never generated: the samples must
         # hold the generated tokens (token_ids), not the template's rendering of the answer
         answered = v["train_msgs"][0] + [{"role": "assistant", "content": "x"}]
         assert "<think>" in tok.renderer.render(answered)
         assert not any("<think>" in tok.tokenizer.decode(g) for g in v["train_gen_ids"])
+        # enable_thinking false: vLLM's prompts end with the empty think block, and so do the trainer's
+        assert v["prompt_text"].endswith("<think>\n\n</think>\n\n") == (name == "thinking_off")
 
 
 def test_swapped_in_draft_is_served_like_a_freshly_loaded_one(served):
-    first, back = served[PANEL[0]], served["swapped_back"]
-    assert back["tokens"] == first["tokens"]
-    assert (back["spec"].verifies, back["spec"].accepted, back["spec"].per_pos) == \
-        (first["spec"].verifies, first["spec"].accepted, first["spec"].per_pos)
-    cfgs = [{k: v for k, v in served[n]["config"].items() if k != "eagle3_plugin"} for n in PANEL]
+    """The weight swap the draft engine relies on: the drafts differ in weights only; swapping in an untrained draft
+    changes what is accepted; swapping the first draft back reproduces its fresh-load run count for count."""
+    def arch(cfg):
+        return {k: v for k, v in cfg.items() if k != "eagle3_plugin"}
+    cfgs = [arch(served[n]["config"]) for n in NAMES] + [arch(served["untrained_config"])]
     assert all(c == cfgs[0] for c in cfgs), "drafts differ in config: a weight swap would not be a fair stand-in"
+    first, back, untrained = served[NAMES[0]], served["swapped_back"], served["untrained"]
+    assert untrained["tokens"] == first["tokens"] == back["tokens"]
+    assert untrained["spec"].acceptance_length() < first["spec"].acceptance_length() - 0.8
+    assert (back["spec"].verifies, back["spec"].accepted, back["spec"].per_pos, back["spec"].histogram) == \
+        (first["spec"].verifies, first["spec"].accepted, first["spec"].per_pos, first["spec"].histogram)
 
 
-@pytest.mark.parametrize("name", PANEL)
+@pytest.mark.parametrize("name", NAMES)
 def test_engine_acceptance_matches_trainer_simulation(panel, served, name):
     v, r = panel[name], served[name]
     assert r["prompt_ids"] == v["held_prompt_ids"]
     assert r["tokens"] == v["held_gen_ids"], "the draft changed the greedy output"
     assert r["result"]["best_eval_sim_al_k3"] == pytest.approx(r["sim"], abs=1e-4)
+    if name in RENDER_CHECKED:     # the trainer compared 2 conversations with vLLM's own renderer: all the same
+        assert len(r["render_checks"]) == 1 and len(r["render_checks"][0]) == 2
+        assert all(c.difference is None for c in r["render_checks"][0])
+    else:
+        assert r["render_checks"] == []
     spec = r["spec"]
     assert spec.verifies > 0 and spec.proposed == K * spec.verifies
     print(f"\n[{name}] trainer simulated AL(k=3) {r['sim']:.3f}, vLLM held-out AL {r['engine']:.3f} "
