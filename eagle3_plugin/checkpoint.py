@@ -44,7 +44,7 @@ def build_draft_config(target_cfg: Mapping[str, Any], *, family: TargetFamily | 
     vocab = int(tc["vocab_size"])
     hidden = int(tc["hidden_size"])
     n_heads = int(tc["num_attention_heads"])
-    aux = tuple(aux_layer_ids or fam.default_aux_layer_ids(target_cfg))
+    aux = fam.aux_layer_ids(target_cfg, aux_layer_ids)
     check_aux_layer_ids(aux, fam.num_layers(target_cfg))
     cfg: dict[str, Any] = {
         "architectures": [fam.draft_architecture],
@@ -455,10 +455,6 @@ def _check_against_target(cfg, target_cfg, fam: TargetFamily, where) -> list[Fin
     if fam.positions != "mrope" and wants_mrope:
         out.append(Finding("error", f"{where}: mrope_section declared but {fam.name} drafts use 1-D positions"))
     return out
-
-
-def family_of(cfg: Mapping[str, Any]) -> TargetFamily | None:
-    return family_for_draft(cfg)
 
 
 __all__ = ["build_draft_config", "save_draft", "load_draft", "read_config", "read_folder_config", "validate",

@@ -69,7 +69,7 @@ class TargetFamily:
     def default_aux_layer_ids(self, cfg: Mapping[str, Any]) -> tuple[int, int, int]:
         """EAGLE-3's (low, mid, high) = (2, L//2, L-3), moved above Qwen3-VL's deepstack range so the captured
         states do not depend on where an engine adds the deepstack features (SpecForge PR #431 did the same).
-        The one place aux ids are decided; a draft config's own ids override it (checkpoint.aux_layer_ids)."""
+        A draft config's own ids override them (checkpoint.aux_layer_ids reads them back)."""
         n = self.num_layers(cfg)
         low = max(2, self.deepstack_depth(cfg) + 1)
         ids = (low, max(low + 1, n // 2), n - 3)
@@ -77,6 +77,10 @@ class TargetFamily:
             raise ValueError(f"target has {n} text layers: too few for 3 distinct EAGLE-3 aux layers "
                              f"above the deepstack range (got {ids}); use a target with >= {low + 5} layers")
         return ids
+
+    def aux_layer_ids(self, cfg: Mapping[str, Any], chosen=None) -> tuple[int, ...]:
+        """The aux layer ids a draft for this target uses: the user's `chosen` ids, else the defaults."""
+        return tuple(int(i) for i in chosen) if chosen else self.default_aux_layer_ids(cfg)
 
     def rope_for_draft(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
         """Rotary settings for the draft's config.json; the trainer reads them back from there."""

@@ -606,7 +606,7 @@ def _main(args) -> int:
     from .dist import setup
     tcfg = model_config(args.target)
     fam = family_for_target(tcfg)
-    aux = args.aux_layer_ids or list(fam.default_aux_layer_ids(tcfg))
+    aux = list(fam.aux_layer_ids(tcfg, args.aux_layer_ids))
     # refuse a mismatching folder before the (long) tokenising. Rank 0 only: torchrun stops the other ranks when
     # it exits, and no rank then reads the folder while rank 0 is writing it
     if _rank_and_world()[0] == 0:

@@ -40,7 +40,7 @@ class FeatureSource:
             self.eval_samples: list = []
         else:
             from .target import Target
-            self.aux_ids = list(cfg.aux_layer_ids or family.default_aux_layer_ids(target_cfg))
+            self.aux_ids = list(family.aux_layer_ids(target_cfg, cfg.aux_layer_ids))
             template_kwargs = template_kwargs_of(cfg)
             tok = Tokenizer(cfg.target, family, cfg.chat_template, template_kwargs, engine=cfg.serve_engine)
             if cfg.render_check and cfg.serve_engine == "vllm" and vllm_available():
