@@ -16,7 +16,7 @@ import pytest
 from eagle3_plugin.trainer import render as R
 from eagle3_plugin.devtools.tiny import cached_tiny_target
 
-vllm = pytest.importorskip("vllm")
+import vllm  # noqa: E402  (installed wherever the tests run: the comparisons are against its own code)
 
 from render_cases import (CASES, CONVS, IMG, MODELS, PANEL, TEMPLATES, TEXT_LIST, VL_PH, T,  # noqa: E402
                           case_id, case_messages, txt)
