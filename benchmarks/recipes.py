@@ -117,32 +117,22 @@ def prepare(family: str, variant: str, cache: Path) -> dict:
     """Target, prompts, held-out prompts and target-regenerated data (each skipped when present). `ours` shares the
     pipeline's folder (devtools.pipeline), `llama` builds the second target and writes prompts in its style."""
     from eagle3_plugin import fixtures
-    from eagle3_plugin.devtools.pipeline import PipelineConfig, write_jsonl
+    from eagle3_plugin.devtools.pipeline import PipelineConfig, regenerate_once, write_jsonl
     from eagle3_plugin.devtools.tiny import cached_tiny_target, llama_prompt_set
     from eagle3_plugin.families import FAMILIES
-    from eagle3_plugin.launch import VllmServer
-    from eagle3_plugin.trainer.regenerate import RegenConfig, regenerate
     pc = PipelineConfig.for_family(family, workdir="")
     work = cache / (f"pipeline-{family}" if variant == "ours" else f"pipeline-{family}-{variant}")
     overrides = {} if variant == "ours" else {"variant": variant}
     target = cached_tiny_target(family, cache_dir=str(cache), pretrain_steps=pc.pretrain_steps, **overrides)
     mod = FAMILIES[family].modality
-    prompts, heldout, regen = work / "prompts.jsonl", work / "heldout.jsonl", work / "regen.jsonl"
+    prompts, heldout = work / "prompts.jsonl", work / "heldout.jsonl"
     if not prompts.exists():
         write_jsonl(prompts, fixtures.prompt_set(pc.prompts, mod, seed=0) if variant == "ours"
                     else llama_prompt_set(pc.prompts, seed=0))
     if not heldout.exists():
         write_jsonl(heldout, fixtures.prompt_set(pc.heldout, mod, seed=99) if variant == "ours"
                     else llama_prompt_set(pc.heldout, seed=99, heldout=True))
-    if not regen.exists():
-        partial = work / "regen.partial.jsonl"
-        with VllmServer(target, work / "regenerate-server.log",
-                        extra=["--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
-            counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
-                                            max_tokens=pc.max_tokens, concurrency=16), progress=False)
-        if counts["failed"]:
-            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations")
-        os.replace(partial, regen)
+    regen = regenerate_once(target, prompts, work, pc.max_tokens)
     return {"target": target, "heldout": heldout, "regen": regen}
 
 

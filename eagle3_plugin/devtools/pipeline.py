@@ -41,16 +41,31 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def regenerate_once(target, prompts: Path, work: Path, max_tokens: int, progress: bool = False) -> Path:
+    """WORK/regen.jsonl: the prompts answered by the target through `vllm serve` (kept once complete)."""
+    from ..launch import VllmServer
+    from ..trainer.regenerate import RegenConfig, regenerate
+    regen = work / "regen.jsonl"
+    if not regen.exists():
+        partial = work / "regen.partial.jsonl"
+        with VllmServer(target, work / "regenerate-server.log",
+                        extra=["--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
+            counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
+                                            max_tokens=max_tokens, concurrency=16), progress=progress)
+        if counts["failed"]:
+            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations (see {partial}.errors.jsonl)")
+        os.replace(partial, regen)
+    return regen
+
+
 def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bool = False) -> dict:
     from .. import fixtures
     from ..checkpoint import save_draft
     from ..families import FAMILIES
-    from ..launch import VllmServer
     from ..models import model_config
     from ..trainer.config import TrainConfig
     from ..trainer.draft import init_draft
     from ..trainer.loop import train
-    from ..trainer.regenerate import RegenConfig, regenerate
     from .tiny import cached_tiny_target
 
     work = Path(cfg.workdir)
@@ -63,16 +78,7 @@ def run_pipeline(cfg: PipelineConfig, cache_dir: str | None = None, progress: bo
     heldout = work / "heldout.jsonl"
     if not heldout.exists():
         write_jsonl(heldout, fixtures.prompt_set(cfg.heldout, mod, seed=99))
-    regen = work / "regen.jsonl"
-    if not regen.exists():
-        partial = work / "regen.partial.jsonl"
-        with VllmServer(target, work / "regenerate-server.log",
-                        extra=["--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
-            counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
-                                            max_tokens=cfg.max_tokens, concurrency=16), progress=progress)
-        if counts["failed"]:
-            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations (see {partial}.errors.jsonl)")
-        os.replace(partial, regen)
+    regen = regenerate_once(target, prompts, work, cfg.max_tokens, progress)
     online = work / "draft"
     train(TrainConfig(target=str(target), data=str(regen), output=str(online), max_steps=cfg.train_steps,
                       eval_every=max(1, cfg.train_steps // 4), save_every=max(1, cfg.train_steps // 4),
