@@ -38,10 +38,20 @@ def run(engines: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001
             print(f"  registration raised {type(e).__name__}: {e}")
             status = 1
-            continue
+            report = ()
         for item in report:
             print(f"  {item.status:<10} {item.name}" + (f"  ({item.reason})" if item.reason else ""))
+        for line in fallback_lines(engine):
+            print(f"  {line}")
     return status
+
+
+def fallback_lines(engine: str) -> list[str]:
+    """The plugin's counted fallbacks inside this engine (eagle3_plugin/fallbacks.py): in this process and in the
+    engine processes that recorded them."""
+    from . import fallbacks
+    kinds = {"sglang": (fallbacks.SGLANG_DRAFT_INPUTS,)}.get(engine, ())
+    return [line for kind in kinds for line in fallbacks.report_lines(kind)]
 
 
 def check_draft(draft: str, target: str | None) -> int:

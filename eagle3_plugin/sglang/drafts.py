@@ -20,6 +20,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from sglang.srt.models.llama_eagle3 import LlamaForCausalLMEagle3
 
+from ..fallbacks import SGLANG_DRAFT_INPUTS, record
+
 log = logging.getLogger("sglang.eagle3_plugin")
 
 _MODALITY_TOKEN_ATTR = {"IMAGE": "im_token_id", "VIDEO": "video_token_id", "AUDIO": "audio_token_id"}
@@ -129,33 +131,33 @@ def wrap_draft_extend_for_prefill(original):
     in the target batch's ids and drop the target's multimodal embeddings before the worker builds the draft batch.
     This makes every draft forward path embed placeholders as text, including SGLang's breakable prefill CUDA graph,
     which computes the draft's input embeddings itself (from ``mm_input_embeds``) instead of calling our forward.
-    Never raises: on any surprise it calls the original unchanged."""
+    Never raises: on any surprise it calls the original unchanged, and that fallback is logged (once per cause) and
+    counted (``eagle3_plugin.fallbacks``, shown by ``eagle3-train doctor``), because it silently lowers acceptance."""
     import functools
     import inspect
 
     signature = inspect.signature(original)
-    warned = []
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
+        model = None
         try:
             bound = signature.bind(*args, **kwargs)
             worker, batch = bound.arguments.get("self"), bound.arguments.get("batch")
             model = getattr(getattr(worker, "draft_runner", None), "model", None)
-            mm_inputs = getattr(batch, "multimodal_inputs", None) or ()
-            mode = getattr(batch, "forward_mode", None)
-            if (isinstance(model, _FamilyDraft) and any(m is not None for m in mm_inputs)
-                    and not (mode is not None and mode.is_idle())):
-                batch.input_ids = restore_placeholder_ids(
-                    batch.input_ids, mm_inputs, batch.prefix_lens, batch.extend_lens, 0,
-                    int(model.config.vocab_size), model._placeholder_ids)
-                bound.arguments["mm_input_embeds"] = None
-                args, kwargs = bound.args, bound.kwargs
+            if isinstance(model, _FamilyDraft):
+                mm_inputs = batch.multimodal_inputs or ()     # (a renamed field raises: a counted fallback)
+                mode = batch.forward_mode
+                if any(m is not None for m in mm_inputs) and not (mode is not None and mode.is_idle()):
+                    batch.input_ids = restore_placeholder_ids(
+                        batch.input_ids, mm_inputs, batch.prefix_lens, batch.extend_lens, 0,
+                        int(model.config.vocab_size), model._placeholder_ids)
+                    bound.arguments["mm_input_embeds"] = None
+                    args, kwargs = bound.args, bound.kwargs
         except Exception as e:  # noqa: BLE001 - never break the EAGLE worker
-            if not warned:
-                warned.append(True)
-                log.warning("eagle3-plugin: could not prepare text placeholder ids for the draft (%s: %s); "
-                            "this draft prefill uses SGLang's default inputs", type(e).__name__, e)
+            name = type(model).__name__ if model is not None else "our draft"
+            record(SGLANG_DRAFT_INPUTS, e, f"preparing the text placeholder ids for the {name} draft prefill "
+                                           f"(EagleDraftWorker._draft_extend_for_prefill)", log)
         return original(*args, **kwargs)
 
     wrapper.__eagle3_plugin_wrapped__ = True

@@ -335,6 +335,132 @@ def _check_restore_with_prefix():
     return {"ok": got == want, "got": got, "want": want}
 
 
+class _ReachedDraftRunner(Exception):
+    """Raised by the stand-in draft runner: SGLang's method got as far as the draft forward."""
+
+
+def _real_draft_extend_for_prefill(worker, batch, hidden, next_ids, mm_input_embeds):
+    """SGLang's own (wrapped) ``EagleDraftWorker._draft_extend_for_prefill`` on a real ``ScheduleBatch``, up to the
+    model-runner boundary: ``ForwardBatch.init_new`` (it needs a full model runner) is replaced for the call by one
+    that carries what the method hands it, and the draft runner's forward stops the call. Returns what reached the
+    draft forward: the (shifted) input ids and ``forward_batch.mm_input_embeds``."""
+    import types
+    import sglang.srt.speculative.eagle_worker_v2 as ew
+
+    class _InitNew:
+        @staticmethod
+        def init_new(b, runner, **kw):
+            return types.SimpleNamespace(input_ids=b.input_ids.clone(), forward_mode=b.forward_mode,
+                                         mm_input_embeds=None, spec_info=b.spec_info)
+
+    real = ew.ForwardBatch
+    ew.ForwardBatch = _InitNew
+    try:
+        ew.EagleDraftWorker._draft_extend_for_prefill(worker, batch, hidden, next_ids, mm_input_embeds)
+    except _ReachedDraftRunner as e:
+        fb = e.args[0]
+        return {"ids": fb.input_ids, "mm_input_embeds": fb.mm_input_embeds,
+                "spec_info": type(fb.spec_info).__name__}
+    finally:
+        ew.ForwardBatch = real
+    raise AssertionError("the draft runner was never reached")
+
+
+@check
+def draft_input_fallback():
+    """The fallback of the prefill hook (drafts.wrap_draft_extend_for_prefill) provoked through SGLang's real
+    EagleDraftWorker method and ScheduleBatch: a normal batch (control: placeholder ids restored, mm_input_embeds
+    dropped), then two batches our hook cannot read (prefix_lens unset; offsets in a flat format), the first twice.
+    Measures the warnings logged, the process-wide counter, what reached the draft forward, and doctor's output."""
+    import contextlib
+    import io
+    import logging
+    import types
+    import sgl_cpu
+    sgl_cpu.init_sglang()
+    from sglang.srt.plugins import load_plugins
+    load_plugins()
+    import sglang.srt.speculative.eagle_worker_v2 as ew
+    from sglang.srt.managers.schedule_batch import ScheduleBatch
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from eagle3_plugin import doctor, fallbacks
+    from eagle3_plugin.families import FAMILIES
+    before = fallbacks.counts()                 # whatever earlier checks in this process caused (should be none)
+
+    family = "qwen3_vl"
+    ddir = WORK / "draft-fallback"
+    cfg = _random_draft(family, ddir)
+    model, _, _ = _load_sglang_draft(ddir, _target_embedding(family))
+    tok = FAMILIES[family].placeholder_token_ids(json.loads((tiny_target(family) / "config.json").read_text()))[0]
+    V, H = cfg["vocab_size"], cfg["hidden_size"]
+
+    def runner_forward(fb):
+        raise _ReachedDraftRunner(fb)
+
+    worker = ew.EagleDraftWorker.__new__(ew.EagleDraftWorker)   # its __init__ loads a model runner
+    worker.draft_runner = types.SimpleNamespace(model=model, canary_manager=None, forward=runner_forward)
+    worker.seed_dsa_topk_from_draft_extend = False
+    worker.speculative_algorithm = SpeculativeAlgorithm.EAGLE3
+
+    seq_lens, run = [9, 6], [(2, 5), (1, 3)]           # per request, the placeholder run (inclusive)
+
+    def batch(offsets=None, prefix_lens=(0, 0)):
+        ids, mm = [], []
+        for n, (a, b) in zip(seq_lens, run):
+            t = torch.arange(30, 30 + n)
+            t[a:b + 1] = (1 << 40) + torch.arange(b - a + 1)     # SGLang's hash sentinels at the placeholders
+            ids.append(t)
+            mm.append(_mm_inputs(tok, "IMAGE", offsets if offsets is not None else [(a, b)]))
+        return ScheduleBatch(reqs=[], input_ids=torch.cat(ids), forward_mode=ForwardMode.EXTEND,
+                             multimodal_inputs=mm, prefix_lens=None if prefix_lens is None else list(prefix_lens),
+                             extend_lens=list(seq_lens))
+
+    def call(b):
+        T = int(b.input_ids.numel())
+        return _real_draft_extend_for_prefill(worker, b, torch.randn(T, 3 * H), torch.tensor([7, 8]),
+                                              torch.randn(T, H))
+
+    def placeholders_restored(ids) -> bool:             # the draft's ids are the target's moved left by one
+        pt, ok = 0, True
+        for n, (a, b) in zip(seq_lens, run):
+            ok &= bool((ids[pt + a - 1:pt + b] == tok).all())
+            pt += n
+        return ok
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append({"logger": record.name, "level": record.levelname, "message": record.getMessage()})
+
+    handler = Collect(level=logging.WARNING)
+    logging.getLogger("sglang").addHandler(handler)
+    out = {"counts_before": before, "steps": {}}
+    try:
+        for name, b in (("control", batch()),
+                        ("prefix_lens_unset", batch(prefix_lens=None)),
+                        ("prefix_lens_unset_again", batch(prefix_lens=None)),
+                        ("flat_offsets", batch(offsets=[1, 3]))):
+            n_logged = len(records)
+            got = call(b)
+            out["steps"][name] = {
+                "placeholders_restored": placeholders_restored(got["ids"]),
+                "ids_in_vocab": bool((got["ids"] < V).all()),
+                "mm_input_embeds_reached_draft": got["mm_input_embeds"] is not None,
+                "spec_info": got["spec_info"],
+                "warnings": records[n_logged:], "total": fallbacks.total(fallbacks.SGLANG_DRAFT_INPUTS)}
+    finally:
+        logging.getLogger("sglang").removeHandler(handler)
+    out["counts"] = fallbacks.counts()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        doctor.run(["sglang"])
+    out["doctor"] = buf.getvalue()
+    out["state_dir"] = str(fallbacks.state_dir())
+    return out
+
+
 # ================================================================================================ 3. targets
 def _run_target(model, ids, positions, fb):
     import sgl_cpu

@@ -16,8 +16,16 @@ CONTROL_MIN = 1e-2  # observed 0.3 - 0.9
 
 
 @pytest.fixture(scope="module")
-def drafts(sgl_run):
-    return sgl_run(["drafts"])["drafts"]
+def worker(sgl_run, tmp_path_factory):
+    """One SGLang worker process for both checks (SGLang's import is the slow part); its fallback records go to a
+    state directory of this test's own."""
+    state = tmp_path_factory.mktemp("fallback-state")
+    return sgl_run(["drafts", "draft_input_fallback"], env={"EAGLE3_PLUGIN_STATE_DIR": str(state)}), state
+
+
+@pytest.fixture(scope="module")
+def drafts(worker):
+    return worker[0]["drafts"]
 
 
 CASES = {
@@ -81,3 +89,56 @@ def test_norm_before_residual_honoured(drafts):
 
 def test_placeholder_restore_in_chunked_prefill(drafts):
     assert drafts["restore_with_prefix"]["ok"], drafts["restore_with_prefix"]
+
+
+# ------------------------------------------------------------------------------- the prefill hook's fallback
+WHAT = "preparing the text placeholder ids for the Eagle3Qwen3VLForCausalLM draft prefill"
+CONSEQUENCE = "Acceptance is lower when this happens: that draft prefill used SGLang's default inputs"
+
+
+@pytest.fixture(scope="module")
+def fallback(worker):
+    return worker[0]["draft_input_fallback"]
+
+
+def test_prefill_hook_on_sglang_real_method(fallback):
+    """Control: SGLang's real EagleDraftWorker._draft_extend_for_prefill on a real ScheduleBatch hands the draft
+    forward the restored placeholder ids and no mm_input_embeds; nothing is logged or counted."""
+    assert fallback["counts_before"] == {}          # the drafts check ran in this process without a fallback
+    c = fallback["steps"]["control"]
+    assert c["placeholders_restored"] and c["ids_in_vocab"] and not c["mm_input_embeds_reached_draft"], c
+    assert c["spec_info"] == "EagleDraftExtendInput" and c["warnings"] == [] and c["total"] == 0
+
+
+def test_fallback_is_a_warning_once_per_cause_and_counted(fallback):
+    s = fallback["steps"]
+    for name in ("prefix_lens_unset", "prefix_lens_unset_again", "flat_offsets"):
+        # SGLang's default inputs reached the draft: the target's media embeddings, the hash sentinels
+        assert s[name]["mm_input_embeds_reached_draft"] and not s[name]["placeholders_restored"], (name, s[name])
+    (w1,) = s["prefix_lens_unset"]["warnings"]
+    assert w1["logger"] == "sglang.eagle3_plugin" and w1["level"] == "WARNING"
+    assert w1["message"].startswith(f"eagle3-plugin: {WHAT}"), w1
+    assert "TypeError: 'NoneType' object is not iterable" in w1["message"]
+    assert "in restore_placeholder_ids" in w1["message"] and CONSEQUENCE in w1["message"]
+    assert "`eagle3-train doctor` shows the count" in w1["message"]
+    assert s["prefix_lens_unset_again"]["warnings"] == []          # the same cause: counted, not logged again
+    (w2,) = s["flat_offsets"]["warnings"]                             # another cause: logged once
+    assert w2["message"].startswith(f"eagle3-plugin: {WHAT}") and "cannot unpack non-iterable int" in w2["message"]
+    assert [s[n]["total"] for n in ("prefix_lens_unset", "prefix_lens_unset_again", "flat_offsets")] == [1, 2, 3]
+    per_cause = sorted(c["count"] for c in fallback["counts"]["sglang_draft_inputs"].values())
+    assert per_cause == [1, 2]
+
+
+def test_doctor_reports_the_fallbacks(fallback, worker, monkeypatch):
+    # doctor in the engine's own process (SGLang imported, the in-process counter) ...
+    assert "SGLang draft input fallbacks: 3 (acceptance is lower when this happens:" in fallback["doctor"]
+    assert "this process: TypeError: 'NoneType' object is not iterable" in fallback["doctor"]
+    # ... and in another process (this one), from the record the engine process wrote (at its exit)
+    from eagle3_plugin import doctor
+    monkeypatch.setenv("EAGLE3_PLUGIN_STATE_DIR", str(worker[1]))
+    lines = doctor.fallback_lines("sglang")
+    assert lines[0].startswith("SGLang draft input fallbacks: 3 (acceptance is lower when this happens:"), lines
+    assert sum("(ended, last written" in line for line in lines) == 2, lines      # one line per cause
+    monkeypatch.setenv("EAGLE3_PLUGIN_STATE_DIR", str(worker[1] / "empty"))
+    assert doctor.fallback_lines("sglang") == [
+        f"SGLang draft input fallbacks: 0 (counted in this process and the records in {worker[1] / 'empty'})"]
