@@ -43,17 +43,23 @@ def _train(args) -> int:
 
 
 def _bench(args) -> int:
-    from eagle3_plugin.bench import BenchConfig, run_bench
+    from eagle3_plugin.bench import BenchConfig, lossless_failures, run_bench
     if args.engine in ("vllm", "vllm-serve") and not (args.target or args.url or args.baseline_url):
         raise SystemExit("eagle3-train bench: give --target (and --draft), or --url/--baseline-url")
-    run_bench(BenchConfig(
+    rep = run_bench(BenchConfig(
         engine=args.engine, target=args.target, draft=args.draft, data=args.data, dataset=args.dataset,
         num_prompts=args.num_prompts, output_len=args.output_len, temperature=args.temperature,
         num_spec_tokens=args.num_spec_tokens, max_num_seqs=args.max_num_seqs, tp=args.tp, seed=args.seed,
         repeats=args.repeats, max_model_len=args.max_model_len, url=args.url, baseline_url=args.baseline_url,
         steps=args.steps, topk=args.topk, draft_tokens=args.draft_tokens, server_cmd=args.server_cmd,
         extra_args=args.server_arg or [], output=args.output, plot=not args.no_plot))
-    return 0
+    failures = lossless_failures(rep)
+    for message in failures:     # speculative decoding must not change greedy outputs: a failed run
+        print(f"eagle3-train bench: {message}", file=sys.stderr)
+    if failures:
+        print(f"eagle3-train bench: exit status 1: {len(failures)} speculative run(s) not lossless "
+              f"(details in {args.output}/report.json, runs[].first_mismatch)", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _demo(args) -> int:
@@ -101,7 +107,9 @@ def _add_bench(sub) -> None:
                                      "mmstar, omnidocbench, librispeech (needs `datasets` and the hub)")
     b.add_argument("--num-prompts", type=int, default=16)
     b.add_argument("--output-len", type=int, default=128, help="max new tokens per request")
-    b.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (also checks losslessness)")
+    b.add_argument("--temperature", type=float, default=0.0,
+                   help="0 = greedy: also checks losslessness (exit status 1 when a speculative run's outputs "
+                        "differ from the baseline's)")
     b.add_argument("--num-spec-tokens", type=int, nargs="+", default=[3],
                    help="vLLM num_speculative_tokens; several values = a sweep")
     b.add_argument("--steps", type=int, nargs="+", default=[5], help="SGLang --speculative-num-steps (sweep)")

@@ -6,11 +6,13 @@ the response fields `eagle3-train bench` reads from a real SGLang 0.5.23 server:
         spec_correct_drafts_histogram} (only with `return_spec_tokens_details`), then `data: [DONE]`;
   GET  /server_info  internal_states[0].avg_spec_accept_length (cumulative); /v1/models; /health.
 Its speculation is deterministic, so a test can predict every count: verify step i accepts
-min(steps, i % (steps + 1)) draft tokens.
+min(steps, i % (steps + 1)) draft tokens. Content token i is "t{i} "; with --diverge-at N a speculative server writes
+"X{N} " there instead (a lossless failure, for the bench's exit status), and --token-delay-ms spaces the tokens out.
 """
 import argparse
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -46,6 +48,8 @@ def main():
     p.add_argument("--speculative-num-steps", type=int)
     p.add_argument("--speculative-eagle-topk", type=int)
     p.add_argument("--speculative-num-draft-tokens", type=int)
+    p.add_argument("--diverge-at", type=int, default=-1)
+    p.add_argument("--token-delay-ms", type=float, default=0.0)
     args, _ = p.parse_known_args()
     spec = args.speculative_algorithm == "EAGLE3"
     totals = {"tokens": 0, "verifies": 0}
@@ -73,8 +77,12 @@ def main():
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             for i in range(n):
-                chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}}]}
+                word = f"X{i} " if spec and i == args.diverge_at else f"t{i} "
+                chunk = {"choices": [{"index": 0, "delta": {"content": word}}]}
+                if args.token_delay_ms:
+                    time.sleep(args.token_delay_ms / 1e3)
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
             final = {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": n}}
             if spec and req.get("return_spec_tokens_details"):
                 v, c, hist = simulate(n, args.speculative_num_steps)

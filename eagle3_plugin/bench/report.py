@@ -1,9 +1,83 @@
-"""Bench reports: report.json (every raw count), report.md (one row per configuration), report.png (acceptance per
-draft position, and speedup against its acceptance-length bound, per configuration)."""
+"""Bench reports: report.json (every raw count, and the environment: engine, torch and plugin versions, device),
+report.md (one row per configuration), report.png (acceptance per draft position, and speedup against its
+acceptance-length bound, per configuration)."""
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
 from pathlib import Path
+
+ENGINE_PACKAGES = {"vllm": "vllm", "vllm-serve": "vllm", "sglang": "sglang"}
+
+
+def _dist_version(name: str) -> str | None:
+    import importlib.metadata as md
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict:
+    """This machine's CPU and accelerators. GPU names come from nvidia-smi where it exists (no CUDA context is
+    created in the bench process), else from torch."""
+    info = {"type": "cpu", "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return info
+        info.update(type="rocm" if getattr(torch.version, "hip", None) else "cuda",
+                    accelerator_count=torch.cuda.device_count(), cuda=torch.version.cuda, hip=torch.version.hip)
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+            gpus = [line.strip() for line in out.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            gpus = []
+        info["accelerators"] = gpus or [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as e:  # noqa: BLE001 - the report is written regardless
+        info["error"] = f"{type(e).__name__}: {e}"
+    return info
+
+
+def environment(cfg, runs=()) -> dict:
+    """What the numbers were measured with: the plugin, the engine (installed here, and what each HTTP server
+    reported), torch, transformers, Python, and this machine's device."""
+    import eagle3_plugin
+    pkg = ENGINE_PACKAGES.get(cfg.engine, cfg.engine)
+    servers = sorted({r.server_version for r in runs if getattr(r, "server_version", None)})
+    env = {"plugin": eagle3_plugin.__version__,
+           "engine": {"name": pkg, "installed": _dist_version(pkg), "server_reported": servers or None},
+           "torch": _dist_version("torch"), "transformers": _dist_version("transformers"),
+           "python": platform.python_version(), "platform": platform.platform(), "device": device_info()}
+    if getattr(cfg, "url", None) or getattr(cfg, "baseline_url", None):
+        env["note"] = ("device and installed versions are this machine's; the servers given by --url/--baseline-url "
+                       "may run elsewhere (engine.server_reported is what they report)")
+    return env
+
+
+def environment_line(env: dict | None) -> str:
+    if not env:
+        return ""
+    e, d = env["engine"], env["device"]
+    engine = f"{e['name']} {e['installed'] or 'not installed here'}"
+    if e.get("server_reported"):
+        engine += f" (server: {', '.join(e['server_reported'])})"
+    dev = ", ".join(d.get("accelerators") or []) or f"CPU {d.get('cpu')} ({d.get('cpu_count')} cores)"
+    return f"{engine}, torch {env['torch']}, eagle3-plugin {env['plugin']}, device: {dev}"
+
 
 SGLANG_NOTES = """\
 Reading an SGLang tree sweep (steps x topk x draft_tokens):
@@ -28,8 +102,9 @@ def markdown(rep: dict) -> str:
              f"target `{rep['target']}`, draft `{rep['draft']}`, {rep['prompts']} prompts, "
              f"output_len {rep['settings']['output_len']}, temperature {rep['settings']['temperature']}, "
              f"max_num_seqs {rep['settings']['max_num_seqs']}", "",
-             "| config | accept len | accept rate | per position | tok/s | speedup (bound) | prefill p50 s | "
-             "e2e p50 s | lossless |", "|---|---|---|---|---|---|---|---|---|"]
+             *([environment_line(rep.get("environment")), ""] if rep.get("environment") else []),
+             "| config | accept len | accept rate | per position | tok/s | speedup (bound) | TTFT p50 s | "
+             "TPOT mean ms | ITL mean ms | e2e p50 s | lossless |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["runs"]:
         per_pos = " / ".join(f"{p:.2f}" for p in r.get("acceptance_per_position") or []) or "-"
         sp = r.get("speedup")
@@ -38,11 +113,17 @@ def markdown(rep: dict) -> str:
         cap = (r.get("counts") or {}).get("rate_cap")
         rate_s = _fmt(rate) + (f" (cap {cap:.2f})" if cap else "")
         lossless = {True: "yes", False: "NO", None: "-"}[r.get("lossless")]
+        ms = lambda key: _fmt(None if (r.get(key) or {}).get("mean") is None else 1e3 * r[key]["mean"])  # noqa: E731
         lines.append(f"| {r['label']} | {_fmt(r.get('acceptance_length'))} | {rate_s} | {per_pos} | "
                      f"{r['tokens_per_s']:.1f} | {speed} | {_fmt(r['prefill_latency_s'].get('p50'), 3)} | "
-                     f"{_fmt(r['e2e_latency_s'].get('p50'), 3)} | {lossless} |")
+                     f"{ms('tpot_s')} | {ms('itl_s')} | {_fmt(r['e2e_latency_s'].get('p50'), 3)} | {lossless} |")
     lines += ["", "speedup = output tokens/s with the draft / without; its bound is the acceptance length (a free "
                   "draft, verify as cheap as one decode step)."]
+    notes = {f"{k}: {v}" for r in rep["runs"] for k, v in (r.get("latency_notes") or {}).items()}
+    lines += [""] + [f"- {n}" for n in sorted(notes)] if notes else []
+    from . import lossless_failures
+    failures = lossless_failures(rep)
+    lines += [""] + [f"**{m}**" for m in failures] if failures else []
     for r in rep["runs"]:
         if r.get("trainer_sim_al"):
             verdict = ("TRAIN/SERVE MISMATCH: the engine accepts far from what the trainer measured; check the chat "

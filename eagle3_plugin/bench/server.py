@@ -1,6 +1,7 @@
 """The HTTP engines of `eagle3-train bench`: ``vllm serve`` and SGLang, through their OpenAI-compatible chat API.
 
-Each request is streamed, so the time to the first content chunk is the prefill latency the user sees. Counts:
+Each request is streamed, so the time to the first content chunk is the prefill latency the user sees (TTFT), and
+the content chunks' arrival times give TPOT and the inter-token latency (LATENCY_NOTES). Counts:
   vLLM    the Prometheus counters ``vllm:spec_decode_*_total`` on /metrics, read before and after the run;
   SGLang  per-request ``sglext.spec_tokens_details`` (``return_spec_tokens_details``: verify count, correct and
           proposed drafts, the accepted-drafts histogram) summed over requests; /server_info's
@@ -65,7 +66,7 @@ def stream_chat(base_url: str, model: str, messages, max_tokens: int, temperatur
     req = urllib.request.Request(base_url.rstrip("/") + "/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     t0 = time.perf_counter()
-    first = None
+    chunk_times = []          # arrival of each chunk that carries content
     text, usage, details = [], None, None
     with urllib.request.urlopen(req, timeout=timeout) as r:
         for raw in r:
@@ -76,16 +77,41 @@ def stream_chat(base_url: str, model: str, messages, max_tokens: int, temperatur
             if payload == "[DONE]":
                 break
             chunk = json.loads(payload)
+            now = time.perf_counter()
+            got = False
             for ch in chunk.get("choices") or ():
                 delta = (ch.get("delta") or {}).get("content")
                 if delta:
-                    first = first or time.perf_counter()
+                    got = True
                     text.append(delta)
+            if got:
+                chunk_times.append(now)
             usage = chunk.get("usage") or usage
             details = ((chunk.get("sglext") or {}).get("spec_tokens_details")) or details
     end = time.perf_counter()
-    return {"text": "".join(text), "completion_tokens": int((usage or {}).get("completion_tokens") or 0),
-            "ttft": (first or end) - t0, "e2e": end - t0, "spec": details}
+    n = int((usage or {}).get("completion_tokens") or 0)
+    first = chunk_times[0] if chunk_times else end
+    return {"text": "".join(text), "completion_tokens": n, "ttft": first - t0, "e2e": end - t0, "spec": details,
+            "tpot": (chunk_times[-1] - first) / (n - 1) if chunk_times and n > 1 else None,
+            "itl": [b - a for a, b in zip(chunk_times, chunk_times[1:])]}
+
+
+LATENCY_NOTES = {
+    "ttft_s": "client side: request sent -> first content chunk (includes queueing and the network)",
+    "tpot_s": "client side, per request: (last content chunk - first) / (completion tokens - 1)",
+    "itl_s": "client side: gaps between consecutive streamed content chunks, pooled over requests; with speculative "
+             "decoding one chunk can carry several tokens, so compare TPOT across configurations",
+}
+
+
+def server_version(base_url: str, sglang: bool) -> str | None:
+    """What the server says it is: SGLang /server_info "version", vLLM /version."""
+    try:
+        if sglang:
+            return json.loads(_get(base_url.rstrip("/") + "/server_info", timeout=10)).get("version")
+        return json.loads(_get(base_url.rstrip("/") + "/version", timeout=10)).get("version")
+    except Exception:  # noqa: BLE001 - older servers: no version in the report
+        return None
 
 
 def sglang_counts(results: list[dict], base_url: str, draft_tokens: int | None, steps: int | None) -> SpecCounts:
@@ -139,7 +165,10 @@ def measure(base_url: str, chats, cfg, label: str, config: dict, kind: str, spec
                             per_pos=[a - b for a, b in zip(after["per_pos"], before["per_pos"] or [0] * 64)],
                             source="vllm:spec_decode_*_total on /metrics")
     return Run(label, config, len(chats), sum(r["completion_tokens"] for r in results), wall,
-               [r["ttft"] for r in results], [r["e2e"] for r in results], [r["text"] for r in results], counts)
+               [r["ttft"] for r in results], [r["e2e"] for r in results], [r["text"] for r in results], counts,
+               tpot_s=[r["tpot"] for r in results if r["tpot"] is not None],
+               itl_s=[g for r in results for g in r["itl"]], latency_notes=dict(LATENCY_NOTES),
+               server_version=server_version(base_url, sglang))
 
 
 # ----------------------------------------------------------------------------------------------- launching

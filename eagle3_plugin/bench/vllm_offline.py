@@ -65,10 +65,11 @@ def counts_between(before: dict, after: dict, k: int, outputs) -> SpecCounts:
                              "spec_decode_metrics")
 
 
-def _latencies(outputs) -> tuple[list[float], list[float]]:
-    """Per request, from vLLM's engine-core timestamps: prefill = scheduled -> first token, e2e = scheduled -> last
-    token (queueing excluded: offline, every prompt is submitted at once)."""
-    prefill, e2e = [], []
+def _latencies(outputs) -> tuple[list[float], list[float], list[float]]:
+    """Per request, from vLLM's engine-core timestamps: prefill (TTFT) = scheduled -> first token, e2e = scheduled ->
+    last token (queueing excluded: offline, every prompt is submitted at once), TPOT = (last token - first token) /
+    (output tokens - 1)."""
+    prefill, e2e, tpot = [], [], []
     for o in outputs:
         m = getattr(o, "metrics", None)
         if m is None or not getattr(m, "scheduled_ts", 0):
@@ -77,7 +78,42 @@ def _latencies(outputs) -> tuple[list[float], list[float]]:
             prefill.append(float(m.first_token_ts - m.scheduled_ts))
         if getattr(m, "last_token_ts", 0):
             e2e.append(float(m.last_token_ts - m.scheduled_ts))
-    return prefill, e2e
+        n = len(o.outputs[0].token_ids) if o.outputs else 0
+        if getattr(m, "first_token_ts", 0) and getattr(m, "last_token_ts", 0) and n > 1:
+            tpot.append(float(m.last_token_ts - m.first_token_ts) / (n - 1))
+    return prefill, e2e, tpot
+
+
+ITL_METRIC = "vllm:inter_token_latency_seconds"
+LATENCY_NOTES = {
+    "ttft_s": "engine side: the request scheduled -> its first token (queueing excluded: offline, every prompt is "
+              "submitted at once)",
+    "tpot_s": "engine side, per request: (last token - first token) / (output tokens - 1)",
+    "itl_s": f"mean only, from vLLM's {ITL_METRIC} histogram (engine side, one gap per engine step, so with "
+             f"speculative decoding one gap can cover several tokens); no percentiles: the offline LLM keeps no "
+             f"per-token timestamps",
+}
+
+
+def itl_histogram(llm) -> tuple[float, int] | None:
+    """(sum, count) of vLLM's inter-token-latency histogram for this engine, or None where it has none."""
+    try:
+        hs = [m for m in llm.get_metrics() if m.name == ITL_METRIC]
+        if not hs:
+            return None
+        return float(sum(h.sum for h in hs)), int(sum(h.count for h in hs))
+    except Exception:  # noqa: BLE001 - stats off, or another vLLM: the report says why the field is null
+        return None
+
+
+def itl_between(before, after) -> tuple[dict | None, str]:
+    """The mean inter-token latency over a run from two itl_histogram snapshots, and the note for the report."""
+    if before is None or after is None:
+        return None, f"null: this vLLM reports no {ITL_METRIC} histogram to the offline LLM (get_metrics)"
+    n = after[1] - before[1]
+    if n <= 0:
+        return None, "null: no inter-token gaps were recorded (every output has at most one token)"
+    return {"mean": (after[0] - before[0]) / n, "p50": None, "p90": None, "count": n}, LATENCY_NOTES["itl_s"]
 
 
 def run_one(llm, chats, sampling, label: str, config: dict, k: int | None, repeats: int = 1) -> Run:
@@ -86,17 +122,20 @@ def run_one(llm, chats, sampling, label: str, config: dict, k: int | None, repea
     best = None
     for _ in range(max(1, repeats)):
         before = engine_counters(llm) if k else None
+        itl_before = itl_histogram(llm)
         t = time.perf_counter()
         outs = llm.chat(chats, sampling, use_tqdm=False)
         wall = time.perf_counter() - t
         after = engine_counters(llm) if k else None
+        itl = itl_between(itl_before, itl_histogram(llm))
         if best is None or wall < best[0]:
-            best = (wall, outs, before, after)
-    wall, outs, before, after = best
+            best = (wall, outs, before, after, itl)
+    wall, outs, before, after, (itl, itl_note) = best
     tokens = [list(o.outputs[0].token_ids) for o in outs]
-    prefill, e2e = _latencies(outs)
+    prefill, e2e, tpot = _latencies(outs)
     spec = counts_between(before, after, k, outs) if k else None
-    return Run(label, config, len(chats), sum(len(t) for t in tokens), wall, prefill, e2e, tokens, spec)
+    return Run(label, config, len(chats), sum(len(t) for t in tokens), wall, prefill, e2e, tokens, spec,
+               tpot_s=tpot, itl_summary=itl, latency_notes={**LATENCY_NOTES, "itl_s": itl_note})
 
 
 def run_all(cfg, chats, family: str) -> list[Run]:
