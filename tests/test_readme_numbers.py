@@ -1,5 +1,6 @@
 """README figures are rendered from results files, not typed: the recipe block equals what
-`benchmarks/recipes.py --table` renders from benchmarks/results/."""
+`benchmarks/recipes.py --table` renders from benchmarks/results/, the storage block what
+`benchmarks/feature_storage.py --table` renders."""
 import sys
 from pathlib import Path
 
@@ -13,3 +14,11 @@ def test_recipe_table_matches_the_results_files():
     block = readme.split("<!-- recipes:begin -->\n", 1)[1].split("\n<!-- recipes:end -->", 1)[0]
     assert block.strip() == recipes.table().strip()
     assert "| ours |" in block   # the results files are there
+
+
+def test_storage_block_matches_the_results_file():
+    import feature_storage
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- storage:begin -->\n", 1)[1].split("\n<!-- storage:end -->", 1)[0]
+    assert block.strip() == feature_storage.table().strip()
+    assert "`--storage int8`" in block   # the results file is there
