@@ -301,7 +301,7 @@ class Memory:
 
 class Probe:
     """Watches one trainer run without changing it: the time of each logged optimizer step with the tokens trained
-    so far (wrapping RunLog.step and the loop's conversation_loss), and the target's load time (Target.__init__)."""
+    so far (wrapping RunLog.step and the loop's batch_loss), and the target's load time (Target.__init__)."""
 
     def __init__(self, device: str):
         self.device = device
@@ -314,7 +314,7 @@ class Probe:
         from eagle3_plugin.trainer import loop
         from eagle3_plugin.trainer.log import RunLog
         from eagle3_plugin.trainer.target import Target
-        orig_step, orig_loss, orig_init = RunLog.step, loop.conversation_loss, Target.__init__
+        orig_step, orig_loss, orig_init = RunLog.step, loop.batch_loss, Target.__init__
         probe = self
 
         def step(log, n, scalars):
@@ -322,9 +322,9 @@ class Probe:
             probe.steps.append((time.perf_counter(), probe.tokens, dict(scalars)))
             return orig_step(log, n, scalars)
 
-        def conversation_loss(draft, sample, *a, **kw):
-            probe.tokens += int(sample.num_tokens)
-            return orig_loss(draft, sample, *a, **kw)
+        def batch_loss(draft, samples, *a, **kw):
+            probe.tokens += sum(int(s.num_tokens) for s in samples)
+            return orig_loss(draft, samples, *a, **kw)
 
         def init(target, *a, **kw):
             t = time.perf_counter()
@@ -333,7 +333,7 @@ class Probe:
             probe.load_s += time.perf_counter() - t
 
         with mock.patch.object(RunLog, "step", step), mock.patch.object(Target, "__init__", init), \
-                mock.patch.object(loop, "conversation_loss", conversation_loss):
+                mock.patch.object(loop, "batch_loss", batch_loss):
             yield self
 
     def training_figures(self, warmup: int) -> dict:

@@ -51,8 +51,8 @@ def test_data_loading_with_media(run, vl, tmp_path):
 
 
 def _one_step(draft, updater, sample, source, cfg):
-    from eagle3_plugin.trainer.evaluate import conversation_loss
-    loss, _ = conversation_loss(draft, sample, source.features(sample), cfg)
+    from eagle3_plugin.trainer.evaluate import batch_loss
+    loss, _ = batch_loss(draft, *source.batch([sample]), cfg)
     updater.backward(loss, 1)
     return updater.step()
 

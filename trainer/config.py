@@ -46,6 +46,9 @@ class TrainConfig:
     min_lr_ratio: float = _opt(0.1, "the cosine schedule ends at lr * min_lr_ratio")
     warmup_steps: int = _opt(20, "linear warm-up steps")
     batch_size: int = _opt(1, "conversations per optimizer step")
+    batch_tokens: int = _opt(0, "padded tokens per target/draft forward: the step's conversations are grouped by "
+                                "length into forwards of at most this many (0: one conversation per forward; "
+                                "must be >= --max-length)")
     ttt_steps: int = _opt(7, "training-time-test unroll length")
     ttt_decay: float = _opt(0.8, "loss weight decay per unroll step")
     draft_vocab_size: int = _opt(32000, "draft vocabulary (most frequent training targets)")

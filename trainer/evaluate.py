@@ -11,6 +11,7 @@ from contextlib import nullcontext
 
 import torch
 
+from .batching import micro_batches, padded_tokens
 from .ttt import target_distribution, ttt_forward
 
 SIM_AL_KS = (1, 2, 3, 4, 5, 7)
@@ -26,14 +27,16 @@ def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
     return [s for s in samples if s.content_key not in held], [s for s in samples if s.content_key in held]
 
 
-def conversation_loss(draft, sample, features, cfg):
-    """The TTT loss of one conversation given its target features (forward only; the caller runs backward)."""
+def batch_loss(draft, samples, features, cfg):
+    """The TTT loss of a micro-batch of conversations (batching.py) given their padded target features: the sum
+    of each conversation's own loss (forward only; the caller runs backward)."""
     dev = draft.fc.weight.device
+    ids, mask, _ = padded_tokens(samples)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     with autocast:   # bf16 compute on GPUs; the weights (and so the optimizer) stay fp32
         p, arg = target_distribution(features.last_hidden.to(dev), features.head, draft.draft_ids)
-        return ttt_forward(draft, sample.input_ids[None].to(dev), features.aux.to(dev), p, arg,
-                           features.positions.to(dev), sample.loss_mask[None].to(dev), cfg.ttt_steps, cfg.ttt_decay)
+        return ttt_forward(draft, ids.to(dev), features.aux.to(dev), p, arg, features.positions.to(dev),
+                           mask.to(dev), cfg.ttt_steps, cfg.ttt_decay)
 
 
 @torch.no_grad()
@@ -43,11 +46,11 @@ def evaluate(draft, samples, source, cfg) -> dict:
     steps = cfg.ttt_steps
     correct, scored, accept = [0] * steps, [0] * steps, [0.0] * steps
     tokens, loss = 0, 0.0
-    for s in samples:
-        features = source.features(s)
-        if features is None:
+    for group in micro_batches(samples, cfg.batch_tokens):
+        got = source.batch(group)
+        if got is None:
             continue
-        _, st = conversation_loss(draft, s, features, cfg)
+        _, st = batch_loss(draft, *got, cfg)
         loss += st.loss * st.tokens
         tokens += st.tokens
         for i in range(steps):

@@ -1,8 +1,8 @@
 """The training loop, top to bottom: setup -> data -> draft vocab -> draft init -> AdamW over fp32 master weights ->
 TTT steps -> eval -> the best draft written in the format both engines load, plus a crash-proof resumable state.
 
-One optimizer step = `batch_size` conversations (gradient accumulation; each conversation runs through the target
-alone, so padding never leaks into its hidden states). Under torchrun the step's conversations are split over the
+One optimizer step = `batch_size` conversations, run through the target and the draft one by one or, with
+`--batch-tokens`, several per forward (batching.py: the gradient is the same). Under torchrun the step's conversations are split over the
 processes (dist.py); rank 0 logs, evaluates and writes. The recipe is config.py, the state state.py, logging log.py.
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ from .config import TrainConfig, identity_differences, run_identity
 from .data import DataFileError, LoadReport, token_frequencies
 from .dist import Updater, setup
 from .draft import init_draft
-from .evaluate import conversation_loss, evaluate, headline_al, split
+from .batching import check_budget, micro_batches
+from .evaluate import batch_loss, evaluate, headline_al, split
 from .log import RunLog
 from .source import FeatureSource
 from .vocab import coverage, draft_vocab_ids
@@ -64,6 +65,7 @@ def train(cfg: TrainConfig) -> dict:
         if data and not Path(data).is_file():     # before the output folder is touched
             why = "is a folder; give the conversations jsonl file" if Path(data).is_dir() else "no such data file"
             raise DataFileError(f"{data}: {why}")
+    check_budget(cfg.batch_tokens, cfg.max_length)
     out = Path(cfg.output)
     if dist.main:
         claim_output_dir(out, "draft", overwrite=cfg.overwrite,
@@ -132,17 +134,18 @@ def train(cfg: TrainConfig) -> dict:
         # forward + backward over this rank's share, then one optimizer step
         updater.set_lr(cfg.lr * lr_factor(hist.step, cfg, total))
         stats = []
-        for j in range(dist.rank, len(batch), dist.world):
-            s = train_samples[batch[j]]
-            features = source.features(s)
-            if features is None:          # a bad feature shard: reported, counted, skipped
+        share = [train_samples[batch[j]] for j in range(dist.rank, len(batch), dist.world)]
+        for group in micro_batches(share, cfg.batch_tokens):
+            got = source.batch(group)
+            if got is None:               # bad feature shards: reported, counted, skipped
                 continue
-            loss, st = conversation_loss(draft, s, features, cfg)
+            loss, st = batch_loss(draft, *got, cfg)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(diverged_message(hist.step + 1, float(loss.detach()), cfg, s.where))
+                where = ", ".join(s.where for s in got[0])
+                raise TrainingDiverged(diverged_message(hist.step + 1, float(loss.detach()), cfg, where))
             updater.backward(loss, len(batch))
             stats.append(st)
-            tokens_seen += s.num_tokens
+            tokens_seen += sum(s.num_tokens for s in got[0])
         gnorm = updater.step()
         hist.step += 1
         bad = [n for n, p in draft.named_parameters() if not torch.isfinite(p).all()]

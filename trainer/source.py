@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .batching import stack_features, target_inputs
 from .data import DataError, LoadReport, Tokenizer, load_samples
 from .fidelity import check_data, require_same_prompts, vllm_available
 
@@ -58,18 +59,22 @@ class FeatureSource:
             return self.store.embed_weight(), self.store.lm_head_weight()
         return self.target.embed_weight(), self.target.lm_head_weight()
 
-    def features(self, sample):
-        """The target features of a sample, or None (reported and counted) if its feature shard is bad."""
+    def batch(self, samples: list):
+        """(samples, their padded target features) for a micro-batch; samples whose feature shard is bad are
+        dropped (reported and counted once); None if none is left."""
         if not self.offline:
-            inputs = {"input_ids": sample.input_ids[None],
-                      "attention_mask": torch.ones_like(sample.input_ids)[None], **sample.mm_inputs}
-            return self.target.features(inputs, self.aux_ids)
-        if sample.id in self.bad_keys:
+            return samples, self.target.features(target_inputs(samples), self.aux_ids)
+        kept, feats = [], []
+        for s in samples:
+            if s.id in self.bad_keys:
+                continue
+            try:
+                feats.append(self.store.load(s.id))
+                kept.append(s)
+            except DataError as e:
+                self.bad_keys.add(s.id)
+                self.report.errors.append(e)
+                self.report.kept -= 1
+        if not kept:
             return None
-        try:
-            return self.store.load(sample.id)
-        except DataError as e:
-            self.bad_keys.add(sample.id)
-            self.report.errors.append(e)
-            self.report.kept -= 1
-            return None
+        return kept, stack_features(feats, max(s.num_tokens for s in kept))

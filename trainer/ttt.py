@@ -55,20 +55,24 @@ def target_distribution(last_hidden: torch.Tensor, head: torch.Tensor, draft_ids
 
 
 def _soft_ce(draft, prenorm, p_all, weight, i: int):
-    """Σ over positions t of weight[t] * CE(p_all[t + i], softmax(draft logits[t])), and the draft argmax. The
-    step's target is a view of p_all (no per-step copy is kept for the backward pass)."""
+    """Per row b: Σ over positions t of weight[b, t] * CE(p_all[b, t + i], softmax(draft logits[b, t])) -> [B], and
+    the draft argmax. The step's target is a view of p_all (no per-step copy is kept for the backward pass)."""
     n = prenorm.shape[1] - i
     logits = draft.logits(prenorm[:, :n]).float()
     logq = torch.log_softmax(logits, dim=-1)
     pred = torch.zeros(prenorm.shape[:2], dtype=torch.long, device=prenorm.device)
     pred[:, :n] = logits.argmax(-1)
-    return -((p_all[:, i:] * logq).sum(-1) * weight[:, :n]).sum(), pred
+    return -((p_all[:, i:] * logq).sum(-1) * weight[:, :n]).sum(-1), pred
 
 
 def ttt_forward(draft, input_ids, aux, target_p, target_arg, positions, loss_mask, steps: int = 7,
                 decay: float = 0.8):
     """input_ids/loss_mask/target_arg [B, T]; aux [B, T, nH]; target_p [B, T, Vd] (target_distribution);
-    positions [B, T] or [3, B, T]. Returns (loss tensor, StepStats)."""
+    positions [B, T] or [3, B, T]. Returns (loss tensor, StepStats).
+
+    Each row is one conversation (a packed batch is right-padded, the padding outside loss_mask; attention is
+    causal, so padding never reaches a real position) and is normalised by its own scored tokens: the loss is the
+    sum over rows of what each conversation alone gives, so packing changes speed, never the gradient."""
     B, T = input_ids.shape
     draft_ids = draft.draft_ids                                           # [Vd] target id of each draft row
     # Everything has length T-1: position t in [0, T-2] has a next token t+1.
@@ -82,24 +86,28 @@ def ttt_forward(draft, input_ids, aux, target_p, target_arg, positions, loss_mas
     # zero, but in the graph of every trainable weight: a conversation with no scored position still gives each
     # weight a gradient, so every rank reduces the same tensors (DeepSpeed and plain DP alike)
     total = sum(p.sum() for p in draft.parameters() if p.requires_grad) * 0.0
+    row_loss = torch.zeros(B, device=input_ids.device)                  # detached, for the stats
     correct, scored, runs = [], [], []
     for i in range(steps):
         prenorm = draft.step(_shift(tok, i), hidden, pos, cache, step_index=i)
         valid = _shift(valid_pos, i, fill=False)
         tgt_arg = _shift(arg_all, i)
         m = _shift(mask_all, i, fill=False) & valid & draft.t2d[tgt_arg]
-        n = int(m.sum())
+        n_row = m.sum(-1)
+        n = int(n_row.sum())
         if torch.is_grad_enabled():
             ce, pred = checkpoint(_soft_ce, draft, prenorm, p_all, m.float(), i, use_reentrant=False)
         else:
             ce, pred = _soft_ce(draft, prenorm, p_all, m.float(), i)
         if n:
-            total = total + (decay ** i) * ce / n
+            per_row = (decay ** i) * ce / n_row.clamp(min=1)
+            total = total + per_row.sum()
+            row_loss += per_row.detach().float()
         hit = (draft_ids[pred] == tgt_arg) & valid
         correct.append(int((hit & m).sum()))
         scored.append(n)
         if i == 0:
-            m0, chain, run = m, hit.clone(), hit.long()
+            m0, chain, run, n0_row = m, hit.clone(), hit.long(), n_row
         else:
             chain = chain & hit
             run = run + chain.long()
@@ -107,4 +115,6 @@ def ttt_forward(draft, input_ids, aux, target_p, target_arg, positions, loss_mas
         hidden = prenorm
     # consecutive-correct length from step 0, at positions scored at step 0 (simulated acceptance)
     accept_sum = [float(torch.clamp(runs[k - 1], max=k)[m0].sum()) for k in range(1, steps + 1)]
-    return total, StepStats(float(total.detach()), scored[0], correct, scored, accept_sum)
+    # loss * tokens = Σ over rows of (row loss * row tokens): token-weighted means stay right across packed rows
+    row_mean_loss = float((row_loss * n0_row).sum()) / max(1, scored[0])
+    return total, StepStats(row_mean_loss, scored[0], correct, scored, accept_sum)
