@@ -52,6 +52,8 @@ class TrainConfig:
     ttt_steps: int = _opt(7, "training-time-test unroll length")
     ttt_decay: float = _opt(0.8, "loss weight decay per unroll step")
     draft_vocab_size: int = _opt(32000, "draft vocabulary (most frequent training targets)")
+    init_draft: str | None = _opt(None, "fine-tune from this EAGLE-3 draft folder (ours, or a published one in the "
+                                        "Llama EAGLE-3 layout): its weights, draft vocab and aux layers")
     lm_head_init: str = _opt("target", "start the draft head from the target's lm_head rows, or from random",
                              choices=("target", "random"))
     grad_clip: float = _opt(0.5, "gradient norm clip")
@@ -204,6 +206,8 @@ def run_identity(cfg: TrainConfig) -> dict[str, Any]:
     out = {k: d[k] for k in RUN_IDENTITY}
     for k in PATH_FIELDS + ("target",):
         out[f"{k}_content"] = file_fingerprint(d[k])
+    if d["init_draft"]:        # a draft is its weights
+        out["init_draft_content"] = file_fingerprint(str(Path(d["init_draft"]) / "model.safetensors"))
     return out
 
 

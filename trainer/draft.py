@@ -280,3 +280,62 @@ def init_draft(target_cfg: Mapping[str, Any], embed_weight: torch.Tensor, lm_hea
     if lm_head_weight is not None:
         draft.lm_head.weight.data.copy_(lm_head_weight.float()[draft.draft_ids])
     return draft
+
+
+class InitDraftError(SystemExit):
+    """--init-draft names a folder that cannot start this target's draft (one line on the command line)."""
+
+
+def init_from_draft(target_cfg: Mapping[str, Any], embed_weight: torch.Tensor, draft_dir,
+                    aux_layer_ids: tuple[int, ...] | None = None) -> Eagle3Draft:
+    """Fine-tune start: this target's draft config (the family's architecture and positions) carrying the weights
+    and draft vocab of an existing EAGLE-3 draft — ours, or a published one in the Llama EAGLE-3 layout
+    (`LlamaForCausalLMEagle3` / `Eagle3LlamaForCausalLM`). Its aux layers are kept (its fc was trained on them):
+    the ones its config names, else the engines' default (2, L//2, L-3) that such drafts are served with."""
+    from eagle3_plugin.checkpoint import build_draft_config, expected_shapes, load_draft
+    where = f"--init-draft {draft_dir}"
+    try:
+        src_cfg, tensors = load_draft(draft_dir)
+    except (OSError, ValueError) as e:
+        raise InitDraftError(f"{where}: {e}") from None
+    aux = init_draft_aux_ids(target_cfg, src_cfg, aux_layer_ids, where)
+    dvocab = int(src_cfg.get("draft_vocab_size") or src_cfg.get("vocab_size") or 0)
+    try:
+        cfg = build_draft_config(target_cfg, aux_layer_ids=tuple(aux), draft_vocab_size=dvocab or None,
+                                 norm_before_residual=bool(src_cfg.get("norm_before_residual", False)))
+    except ValueError as e:
+        raise InitDraftError(f"{where}: {e}") from None
+    want = expected_shapes(cfg)
+    got = {k: tuple(v.shape) for k, v in tensors.items() if k != "embed_tokens.weight"}
+    missing = sorted(set(want) - set(got))
+    wrong = [f"{k} {got[k]} (this target needs {want[k]})" for k in sorted(set(want) & set(got)) if got[k] != want[k]]
+    if missing or wrong:
+        detail = "; ".join(([f"missing {', '.join(missing[:4])}"] if missing else []) + wrong[:4])
+        raise InitDraftError(f"{where}: not a draft for this target ({detail}); give a draft trained for a target "
+                             f"of the same sizes and vocabulary, or train from scratch without --init-draft")
+    draft = Eagle3Draft(cfg, embed_weight.float())
+    draft.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
+                           if k in want}, strict=False)
+    if "d2t" in want:
+        draft.set_vocab(draft.draft_ids)       # t2d follows from d2t, whatever the source stored
+    return draft
+
+
+def init_draft_aux_ids(target_cfg: Mapping[str, Any], draft_cfg: Mapping[str, Any] | str,
+                       chosen=None, where: str = "--init-draft") -> tuple[int, ...]:
+    """The aux layers an --init-draft reads (its config's, else the engines' default), checked against the user's."""
+    from eagle3_plugin.checkpoint import aux_layer_ids as draft_aux_ids
+    from eagle3_plugin.checkpoint import read_folder_config
+    from eagle3_plugin.families import family_for_target
+    if not isinstance(draft_cfg, Mapping):
+        where = f"--init-draft {draft_cfg}"
+        try:
+            draft_cfg = read_folder_config(draft_cfg, "draft")
+        except ValueError as e:
+            raise InitDraftError(f"{where}: {e}") from None
+    n = family_for_target(target_cfg).num_layers(target_cfg)
+    aux = draft_aux_ids(draft_cfg) or (2, n // 2, n - 3)
+    if chosen and tuple(chosen) != tuple(aux):
+        raise InitDraftError(f"{where}: the draft reads aux layers {list(aux)}, not --aux-layer-ids "
+                             f"{list(chosen)}; drop --aux-layer-ids to keep the draft's")
+    return tuple(aux)

@@ -11,7 +11,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from . import state
 from .config import TrainConfig, identity_differences, run_identity
 from .data import DataFileError, LoadReport, token_frequencies
 from .dist import Updater, setup
-from .draft import init_draft
+from .draft import init_draft, init_draft_aux_ids, init_from_draft
 from .batching import check_budget, micro_batches
 from .evaluate import batch_loss, evaluate, headline_al, split
 from .log import RunLog
@@ -66,10 +66,12 @@ def train(cfg: TrainConfig) -> dict:
             why = "is a folder; give the conversations jsonl file" if Path(data).is_dir() else "no such data file"
             raise DataFileError(f"{data}: {why}")
     check_budget(cfg.batch_tokens, cfg.max_length)
+    if cfg.init_draft:                      # fine-tuning reads the aux layers the draft was trained on
+        cfg = replace(cfg, aux_layer_ids=list(init_draft_aux_ids(target_cfg, cfg.init_draft, cfg.aux_layer_ids)))
     out = Path(cfg.output)
     if dist.main:
-        claim_output_dir(out, "draft", overwrite=cfg.overwrite,
-                         protect=[p for p in (target_path, cfg.data, cfg.eval_data, cfg.features) if p])
+        reads = (target_path, cfg.data, cfg.eval_data, cfg.features, cfg.init_draft)
+        claim_output_dir(out, "draft", overwrite=cfg.overwrite, protect=[p for p in reads if p])
         record_written(out, state.STATE_DIR)
     dist.barrier()
     resume, passed_over = state.newest(out)
@@ -85,6 +87,10 @@ def train(cfg: TrainConfig) -> dict:
     source = FeatureSource(cfg, family, target_cfg, dist.device, report, progress=cfg.progress and dist.main)
     train_samples, held = split(source.train_samples, 0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
     eval_samples = source.eval_samples or held
+    if cfg.init_draft and list(source.aux_ids) != list(cfg.aux_layer_ids):
+        raise SystemExit(f"--features {cfg.features}: dumped with aux layers {source.aux_ids}, but --init-draft "
+                         f"{cfg.init_draft} reads {cfg.aux_layer_ids}; dump again with --aux-layer-ids "
+                         f"{' '.join(map(str, cfg.aux_layer_ids))}")
     log_errors(report, dist.main)
     if not train_samples:
         raise SystemExit(f"no usable training conversations ({report.summary()})")
@@ -97,10 +103,15 @@ def train(cfg: TrainConfig) -> dict:
     vocab = int(family.text_config(target_cfg)["vocab_size"])
     ids = draft_vocab_ids(freq, vocab, cfg.draft_vocab_size)
 
-    # ---- 3. the draft (identical on every rank: same seed) and its optimizer; resume if a state is there
+    # ---- 3. the draft (identical on every rank: same seed, or --init-draft's weights) and its optimizer;
+    #        resume if a state is there
     embed, head = source.embed_and_head()
-    draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
-                       aux_layer_ids=tuple(source.aux_ids)).to(dist.device)
+    if cfg.init_draft:                      # its weights and its draft vocab
+        draft = init_from_draft(target_cfg, embed, cfg.init_draft, tuple(source.aux_ids)).to(dist.device)
+        ids = draft.draft_ids.cpu()
+    else:
+        draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
+                           aux_layer_ids=tuple(source.aux_ids)).to(dist.device)
     updater = Updater(draft, cfg.lr, cfg.grad_clip, cfg.batch_size, dist, cfg.deepspeed)
     total = cfg.max_steps or max(1, len(train_samples) // cfg.batch_size) * cfg.num_epochs
     hist = state.History()
