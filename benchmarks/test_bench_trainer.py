@@ -74,7 +74,7 @@ def _setup(target, cfg_kw):
 def test_train_step_online(run, vl, tmp_path):
     target, _, _ = vl
     cfg, source, draft, updater = _setup(target, {"data": str(_media_jsonl(tmp_path))})
-    gnorm = run(_one_step, draft, updater, source.train_samples[0], source, cfg)
+    gnorm = run(_one_step, draft, updater, source.samples(source.train_items[:1])[0], source, cfg)
     assert gnorm > 0
 
 
@@ -101,7 +101,7 @@ def test_feature_dumping(run, vl, tmp_path):
 def test_train_step_offline(run, vl, dumped):
     target, _, _ = vl
     cfg, source, draft, updater = _setup(target, {"features": str(dumped)})
-    gnorm = run(_one_step, draft, updater, source.train_samples[0], source, cfg)
+    gnorm = run(_one_step, draft, updater, source.samples(source.train_items[:1])[0], source, cfg)
     assert gnorm > 0
 
 

@@ -33,6 +33,8 @@ class TrainConfig:
     eval_fraction: float = _opt(0.05, "share of --data held out for evaluation when no --eval-data is given")
     max_steps: int = _opt(0, "optimizer steps (0: --num-epochs over the data)")
     num_epochs: int = _opt(1, "epochs when --max-steps is 0")
+    data_workers: int = _opt(2, "DataLoader processes that render and process conversations ahead of the "
+                                "training step (0: in the training process)")
     max_length: int = _opt(2048, "tokens per conversation (media are never cut)")
     chat_template: str | None = _opt(None, "chat template file (or text) the engine serves with, if not the "
                                            "target's own (like vLLM's --chat-template)")

@@ -37,6 +37,9 @@ class DataError(ValueError):
         self.where, self.message, self.fix, self.keep = where, message, fix, keep
         super().__init__(f"{where}: {message}" + (f" — fix: {fix}" if fix else ""))
 
+    def __reduce__(self):          # DataLoader workers send these back to the training process
+        return (DataError, (self.where, self.message, self.fix, self.keep))
+
 
 @dataclass
 class Conversation:
@@ -44,6 +47,7 @@ class Conversation:
     messages: list[dict]          # normalised: content is a list of {"type": ..., ...}
     media: list[tuple[str, Path]]  # ("image"|"audio", absolute path) in order of appearance
     where: str                    # "file:line"
+    offset: int = 0               # byte offset of the line in its file (stream.py re-reads it from there)
 
     def prompt_key(self) -> str:
         """sha256 of every non-assistant text and the bytes of every media file: equal for the same prompt."""
@@ -129,14 +133,17 @@ def read_jsonl(path: str | os.PathLike, errors: list[DataError] | None = None) -
         raise DataFileError(f"{p}: no such data file")
     base = p.parent.resolve()
     seen: dict[str, int] = {}
+    offset = 0
     with open(p, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{p}:{lineno}"
+            line_offset, offset = offset, offset + len(raw)
             try:
                 line = raw.decode("utf-8")
                 if not line.strip():
                     continue
                 conv = _parse(line, where, base, lineno)
+                conv.offset = line_offset
                 if conv.id in seen:
                     raise DataError(where, f"id {conv.id!r} repeats line {seen[conv.id]}; kept, but check the "
                                            f"data for duplicated rows", "give every row its own id",
@@ -156,6 +163,17 @@ def read_jsonl(path: str | os.PathLike, errors: list[DataError] | None = None) -
                     errors.append(e)
                 if e.keep is not None:
                     yield e.keep
+
+
+def read_line(path: str | os.PathLike, offset: int, where: str) -> Conversation:
+    """The conversation of the line at byte `offset` (indexed before by read_jsonl)."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        f.seek(offset)
+        raw = f.readline()
+    conv = _parse(raw.decode("utf-8"), where, p.parent.resolve(), int(where.rsplit(":", 1)[1]))
+    conv.offset = offset
+    return conv
 
 
 def _parse(line: str, where: str, base: Path, lineno: int) -> Conversation:
@@ -218,17 +236,10 @@ class Tokenizer:
         self.processor = self.renderer.processor if family.modality != "text" else None
         self.stop_ids = _stop_ids(target_path, self.tokenizer)
 
-    def encode(self, conv: Conversation) -> list[Sample]:
-        """The samples of one conversation (usually one; see the class doc)."""
-        if conv.media and self.processor is None:
-            kinds = sorted({k for k, _ in conv.media})
-            raise DataError(conv.where, f"conversation has {'/'.join(kinds)} content but the target is a text "
-                                        f"model", "drop media conversations from this target's data")
-        wrong = sorted({k for k, _ in conv.media if k != self.family.modality})
-        if wrong:
-            raise DataError(conv.where, f"conversation has {'/'.join(wrong)} content but this "
-                                        f"{self.family.modality} target takes {self.family.modality} only",
-                            "give each target the media it reads")
+    def encode(self, conv: Conversation, expand_media: bool = True) -> list[Sample]:
+        """The samples of one conversation (usually one; see the class doc). expand_media=False keeps one
+        placeholder per media item and skips the processor (the loss-masked tokens are the same)."""
+        self.check_media_kinds(conv)
         pieces: list[tuple[list[int], list[bool], list[int]]] = []   # (ids, mask, prompt length) per sample
         ids: list[int] = []
         mask: list[bool] = []
@@ -249,7 +260,19 @@ class Tokenizer:
             mask += [False] * (len(prompt) - len(ids)) + [True] * len(answer)
             ids, prompt_len = prompt + answer, len(prompt)
         pieces.append((ids, mask, prompt_len))
-        return [self._sample(conv, ids, mask, n, k) for k, (ids, mask, n) in enumerate(pieces)]
+        return [self._sample(conv, ids, mask, n, k, expand_media) for k, (ids, mask, n) in enumerate(pieces)]
+
+    def check_media_kinds(self, conv: Conversation) -> None:
+        """DataError when a conversation carries media this target does not read (checked without rendering)."""
+        if conv.media and self.processor is None:
+            kinds = sorted({k for k, _ in conv.media})
+            raise DataError(conv.where, f"conversation has {'/'.join(kinds)} content but the target is a text "
+                                        f"model", "drop media conversations from this target's data")
+        wrong = sorted({k for k, _ in conv.media if k != self.family.modality})
+        if wrong:
+            raise DataError(conv.where, f"conversation has {'/'.join(wrong)} content but this "
+                                        f"{self.family.modality} target takes {self.family.modality} only",
+                            "give each target the media it reads")
 
     def _render_ids(self, conv, messages, add_generation_prompt: bool) -> list[int]:
         from .render import ChatTemplateError
@@ -271,17 +294,18 @@ class Tokenizer:
         stop = next((j for j, t in enumerate(answer) if t in self.stop_ids), None)
         return answer[:stop + 1] if stop is not None else answer
 
-    def _sample(self, conv, ids: list[int], mask: list[bool], prompt_len: int, k: int) -> Sample:
+    def _sample(self, conv, ids: list[int], mask: list[bool], prompt_len: int, k: int,
+                expand_media: bool = True) -> Sample:
         mm_inputs: dict = {}
         n_media = sum(1 for t in ids if t in self.placeholder_ids)
-        if n_media:
+        if n_media and expand_media:
             ids, mask, mm_inputs = self._expand_media(conv, ids, mask, prompt_len, conv.media[:n_media])
         t_ids = torch.tensor(ids, dtype=torch.long)
         t_mask = torch.tensor(mask, dtype=torch.bool)
         if self.placeholder_ids:
             t_mask &= ~torch.isin(t_ids, torch.tensor(sorted(self.placeholder_ids)))
         sid = conv.id if k == 0 else f"{conv.id}#{k}"
-        return Sample(sid, t_ids, t_mask, mm_inputs, conv.where, conv.prompt_key())
+        return Sample(sid, t_ids, t_mask, mm_inputs, conv.where, conv.prompt_key() if expand_media else "")
 
     def _expand_media(self, conv, ids, mask, prompt_len, media):
         """The processor expands each placeholder token of the prompt into the media's tokens (a run of itself).
@@ -374,9 +398,13 @@ class LoadReport:
     errors: list[DataError] = field(default_factory=list)
     too_long: int = 0
     truncated: int = 0
+    streamed: int | None = None    # streamed data (stream.py): the conversations encoded so far
 
     def summary(self) -> str:
         s = f"{self.kept}/{self.read} conversations kept"
+        if self.streamed is not None:
+            s = f"{self.read} conversations" + (f", {self.kept}/{self.streamed} usable of those encoded so far"
+                                                  if self.streamed else "")
         if self.truncated:
             s += f", {self.truncated} truncated to --max-length"
         if self.too_long:
@@ -394,15 +422,36 @@ def load_samples(path, tok: Tokenizer, max_length: int, report: LoadReport | Non
     convs = list(read_jsonl(path, report.errors))
     report.read += len(convs) + len(report.errors)
     for conv in tqdm(convs, desc=f"tokenising {Path(path).name}", disable=not progress, unit="conv"):
-        try:
-            encoded = tok.encode(conv)
-        except DataError as e:
-            report.errors.append(DataError(conv.where, e.message, e.fix) if not e.where else e)
-            continue
-        fitting = [s for s in encoded if _fit(s, tok, max_length, conv, report)]
-        samples += fitting
-        report.kept += bool(fitting)
+        samples += encode_fitting(conv, tok, max_length, report)
     return samples
+
+
+def encode_fitting(conv: Conversation, tok: Tokenizer, max_length: int, report: LoadReport) -> list[Sample]:
+    """A conversation's samples within max_length; what cannot be used goes to the report (and counts)."""
+    try:
+        encoded = tok.encode(conv)
+    except DataError as e:
+        report.errors.append(DataError(conv.where, e.message, e.fix) if not e.where else e)
+        return []
+    fitting = [s for s in encoded if _fit(s, tok, max_length, conv, report)]
+    report.kept += bool(fitting)
+    return fitting
+
+
+def answer_token_counts(conv: Conversation, tok: Tokenizer) -> Counter:
+    """The tokens a conversation trains on (its loss-masked tokens), for the draft vocab: the stored generated ids
+    up to the stop token when every answer has them (no rendering), else its text-only samples' masked tokens."""
+    answers = [m for m in conv.messages if m["role"] == "assistant"]
+    c: Counter = Counter()
+    if all(m.get("token_ids") for m in answers):
+        for m in answers:
+            ids = m["token_ids"]
+            stop = next((j for j, t in enumerate(ids) if t in tok.stop_ids), None)
+            c.update(ids[:stop + 1] if stop is not None else ids)
+        return c
+    for s in tok.encode(conv, expand_media=False):
+        c.update(s.input_ids[s.loss_mask].tolist())
+    return c
 
 
 def _fit(s: Sample, tok: Tokenizer, max_length: int, conv: Conversation, report: LoadReport) -> bool:

@@ -117,6 +117,15 @@ class Updater:
         else:
             (loss / batch_size).backward()
 
+    def pad_backwards(self, done: int, per_rank: int) -> None:
+        """Make every rank's step the same: DeepSpeed finds the accumulation boundary by counting backward calls
+        (one per conversation of this rank's share), and plain data parallelism all-reduces gradients every rank
+        must have. Packed conversations (one call for several) and unusable ones (none) leave calls to make: these
+        make them with a zero loss in the graph of every weight."""
+        need = per_rank if self.engine is not None else 1
+        for _ in range(max(0, need - done)):
+            self.backward(sum(p.sum() for p in self.params) * 0.0, 1)
+
     def step(self) -> float:
         """Finish the optimizer step; returns the gradient norm (before clipping)."""
         if self.engine is not None:

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 import torch
 
 from .batching import micro_batches, padded_tokens
+from .stream import chunks
 from .ttt import target_distribution, ttt_forward
 
 SIM_AL_KS = (1, 2, 3, 4, 5, 7)
@@ -40,13 +41,16 @@ def batch_loss(draft, samples, features, cfg):
 
 
 @torch.no_grad()
-def evaluate(draft, samples, source, cfg) -> dict:
-    """Loss, per-step accuracy and simulated acceptance length over `samples` (bad feature shards are skipped)."""
+def evaluate(draft, items, source, cfg) -> dict:
+    """Loss, per-step accuracy and simulated acceptance length over the source's `items` (streamed; unusable
+    conversations and bad feature shards are skipped)."""
     draft.eval()
     steps = cfg.ttt_steps
     correct, scored, accept = [0] * steps, [0] * steps, [0.0] * steps
     tokens, loss = 0, 0.0
-    for group in micro_batches(samples, cfg.batch_tokens):
+    streamed = (s for got in source.stream(items) for s in got)
+    groups = (g for chunk in chunks(streamed, 64) for g in micro_batches(chunk, cfg.batch_tokens))
+    for group in groups:
         got = source.batch(group)
         if got is None:
             continue

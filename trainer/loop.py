@@ -23,7 +23,7 @@ from eagle3_plugin.outputs import claim_output_dir, record_written
 
 from . import state
 from .config import TrainConfig, identity_differences, run_identity
-from .data import DataFileError, LoadReport, token_frequencies
+from .data import DataFileError, LoadReport
 from .dist import Updater, setup
 from .draft import init_draft, init_draft_aux_ids, init_from_draft
 from .batching import check_budget, micro_batches
@@ -82,24 +82,25 @@ def train(cfg: TrainConfig) -> dict:
             raise state.StateError(f"{out}: holds a different run ({'; '.join(differs)}). Re-run with the same "
                                    f"data, target and recipe to resume, or pass --overwrite to start over")
 
-    # ---- 1. data (offline: tokenised at dump time and stored with the features)
+    # ---- 1. data: an index of the conversations (online; they are encoded when a step needs them) or the stored
+    #        samples (offline: tokenised at dump time)
     report = LoadReport()
     source = FeatureSource(cfg, family, target_cfg, dist.device, report, progress=cfg.progress and dist.main)
-    train_samples, held = split(source.train_samples, 0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
-    eval_samples = source.eval_samples or held
+    train_items, held = split(source.train_items, 0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
+    eval_items = source.eval_items or held
     if cfg.init_draft and list(source.aux_ids) != list(cfg.aux_layer_ids):
         raise SystemExit(f"--features {cfg.features}: dumped with aux layers {source.aux_ids}, but --init-draft "
                          f"{cfg.init_draft} reads {cfg.aux_layer_ids}; dump again with --aux-layer-ids "
                          f"{' '.join(map(str, cfg.aux_layer_ids))}")
     log_errors(report, dist.main)
-    if not train_samples:
+    if not train_items:
         raise SystemExit(f"no usable training conversations ({report.summary()})")
-    if cfg.batch_size > len(train_samples):
-        raise SystemExit(f"--batch-size {cfg.batch_size} is larger than the {len(train_samples)} training "
+    if cfg.batch_size > len(train_items):
+        raise SystemExit(f"--batch-size {cfg.batch_size} is larger than the {len(train_items)} training "
                          f"conversations")
 
     # ---- 2. draft vocab from loss-masked token frequencies
-    freq = token_frequencies(train_samples)
+    freq = source.token_frequencies(train_items)
     vocab = int(family.text_config(target_cfg)["vocab_size"])
     ids = draft_vocab_ids(freq, vocab, cfg.draft_vocab_size)
 
@@ -113,7 +114,7 @@ def train(cfg: TrainConfig) -> dict:
         draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
                            aux_layer_ids=tuple(source.aux_ids)).to(dist.device)
     updater = Updater(draft, cfg.lr, cfg.grad_clip, cfg.batch_size, dist, cfg.deepspeed)
-    total = cfg.max_steps or max(1, len(train_samples) // cfg.batch_size) * cfg.num_epochs
+    total = cfg.max_steps or max(1, len(train_items) // cfg.batch_size) * cfg.num_epochs
     hist = state.History()
     if resume is not None:
         hist = state.load(resume, draft, updater)
@@ -122,7 +123,7 @@ def train(cfg: TrainConfig) -> dict:
     log = RunLog(cfg, out, total, hist.step, dist.main)
     for why in passed_over:
         log.say(f"warning: skipped an incomplete training state: {why}")
-    log.say(f"data: {report.summary()}; {len(train_samples)} train / {len(eval_samples)} eval")
+    log.say(f"data: {report.summary()}; {len(train_items)} train / {len(eval_items)} eval")
     log.say(f"draft vocab: {ids.numel()} of {vocab} tokens, covering {coverage(freq, ids):.1%} of training targets")
     if resume is not None:
         log.say(f"resuming from {resume} at step {hist.step} (epoch {hist.epoch}, sample {hist.position})")
@@ -130,23 +131,26 @@ def train(cfg: TrainConfig) -> dict:
 
     # ---- 4. the loop
     tokens_seen, t0 = 0, time.perf_counter()
+    shares = None                 # this rank's samples of each step left in the epoch, encoded ahead
     draft.train()
     while hist.step < total:
         # the step's conversations: full batches only, a new shuffled order every epoch
         if not hist.order or hist.position + cfg.batch_size > len(hist.order):
             if hist.order:
                 hist.epoch += 1
-            hist.order = list(range(len(train_samples)))
+            hist.order = list(range(len(train_items)))
             random.Random(cfg.seed + hist.epoch).shuffle(hist.order)
             hist.position = 0
+            shares = None
+        if shares is None:
+            shares = rank_shares(source, train_items, hist, cfg.batch_size, dist)
         batch = hist.order[hist.position:hist.position + cfg.batch_size]
         hist.position += len(batch)
 
         # forward + backward over this rank's share, then one optimizer step
         updater.set_lr(cfg.lr * lr_factor(hist.step, cfg, total))
         stats = []
-        share = [train_samples[batch[j]] for j in range(dist.rank, len(batch), dist.world)]
-        for group in micro_batches(share, cfg.batch_tokens):
+        for group in micro_batches(next(shares), cfg.batch_tokens):
             got = source.batch(group)
             if got is None:               # bad feature shards: reported, counted, skipped
                 continue
@@ -157,6 +161,7 @@ def train(cfg: TrainConfig) -> dict:
             updater.backward(loss, len(batch))
             stats.append(st)
             tokens_seen += sum(s.num_tokens for s in got[0])
+        updater.pad_backwards(len(stats), len(range(dist.rank, len(batch), dist.world)))
         gnorm = updater.step()
         hist.step += 1
         bad = [n for n, p in draft.named_parameters() if not torch.isfinite(p).all()]
@@ -176,8 +181,8 @@ def train(cfg: TrainConfig) -> dict:
         # eval -> the best draft into OUTPUT; the resumable state every save_every steps and at the end
         last = hist.step >= total
         if dist.main and (hist.step % cfg.eval_every == 0 or last):
-            if eval_samples:
-                ev = evaluate(draft, eval_samples, source, cfg)
+            if eval_items:
+                ev = evaluate(draft, eval_items, source, cfg)
                 hist.evals.append({"step": hist.step, **ev})
                 al = headline_al(ev)
                 log.evaluation(hist.step, ev, al)
@@ -195,6 +200,15 @@ def train(cfg: TrainConfig) -> dict:
     if dist.main:
         print(f"done: {json.dumps(result)}")
     return result
+
+
+def rank_shares(source, items: list, hist: state.History, batch_size: int, dist):
+    """This rank's samples for each full step left in the epoch, in step order: the source encodes them ahead
+    (online: in DataLoader workers), and each process encodes only its own share."""
+    starts = range(hist.position, len(hist.order) - batch_size + 1, batch_size)     # read now, not at first next()
+    mine = [[items[hist.order[p + j]] for j in range(dist.rank, batch_size, dist.world)] for p in starts]
+    stream = source.stream([x for step in mine for x in step])
+    return ([s for _ in step for s in next(stream)] for step in mine)
 
 
 def write_draft(out: Path, draft, extra_meta: dict) -> None:

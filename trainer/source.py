@@ -1,13 +1,19 @@
 """Where a run's samples and target features come from, behind one interface: the live target (online: the
-conversations are tokenised here and the target runs next to the draft) or a features folder (offline: samples and
-features were stored by `eagle3-train dump-features`). The features folder is opened once."""
+conversations are streamed from the jsonl (stream.py) and the target runs next to the draft) or a features folder
+(offline: samples and features were stored by `eagle3-train dump-features`). The features folder is opened once.
+
+A run's items are what the split, the data order and resume index: jsonl entries online, stored samples offline;
+`stream(items)` turns them into samples, in order."""
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 
 from .batching import stack_features, target_inputs
-from .data import DataError, LoadReport, Tokenizer, load_samples
+from .data import DataError, LoadReport, Tokenizer, token_frequencies
 from .fidelity import check_data, require_same_prompts, vllm_available
+from .stream import StreamedSamples, index_jsonl
 
 
 def template_kwargs_of(cfg) -> dict | None:
@@ -35,10 +41,10 @@ class FeatureSource:
             self.store = FeatureStore(cfg.features)
             self.store.check_target(target_cfg, family)
             self.aux_ids = list(self.store.meta["aux_layer_ids"])
-            self.train_samples = self.store.samples(report.errors)
-            report.read += len(self.train_samples)
-            report.kept += len(self.train_samples)
-            self.eval_samples: list = []
+            self.train_items = self.store.samples(report.errors)
+            report.read += len(self.train_items)
+            report.kept += len(self.train_items)
+            self.eval_items: list = []
         else:
             from .target import Target
             self.aux_ids = list(family.aux_layer_ids(target_cfg, cfg.aux_layer_ids))
@@ -48,11 +54,26 @@ class FeatureSource:
                 results = check_data(cfg.target, cfg.data, family, cfg.render_check, cfg.chat_template,
                                      template_kwargs, tok=tok)
                 require_same_prompts(results, f"{cfg.data} rendered for {cfg.target}")
-            self.train_samples = load_samples(cfg.data, tok, cfg.max_length, report, progress=progress)
-            self.eval_samples = (load_samples(cfg.eval_data, tok, cfg.max_length, report, progress=progress)
-                                 if cfg.eval_data else [])
+            self.streamed = StreamedSamples(tok, cfg.max_length, report, cfg.data_workers)
+            self.train_items = index_jsonl(cfg.data, report, tok)
+            self.eval_items = index_jsonl(cfg.eval_data, report, tok) if cfg.eval_data else []
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32   # the target is frozen
             self.target = Target(cfg.target, dtype=dtype, device=str(device))
+
+    def stream(self, items: list) -> Iterator[list]:
+        """Per item, in order: its samples (online: encoded in DataLoader workers; empty when unusable)."""
+        if self.offline:
+            return ([s] for s in items)
+        return self.streamed.stream(items)
+
+    def samples(self, items: list) -> list:
+        return [s for got in self.stream(items) for s in got]
+
+    def token_frequencies(self, items: list):
+        """How often each token is a training target (loss-masked positions), for the draft vocab."""
+        if self.offline:
+            return token_frequencies(items)
+        return self.streamed.token_frequencies(items)
 
     def embed_and_head(self):
         if self.offline:
