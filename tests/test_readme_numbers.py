@@ -1,6 +1,6 @@
 """README figures are rendered from results files, not typed: the recipe block equals what
 `benchmarks/recipes.py --table` renders from benchmarks/results/, the storage block what
-`benchmarks/feature_storage.py --table` renders."""
+`benchmarks/feature_storage.py --table` renders, the packing block what `benchmarks/packing.py --table` renders."""
 import sys
 from pathlib import Path
 
@@ -22,3 +22,11 @@ def test_storage_block_matches_the_results_file():
     block = readme.split("<!-- storage:begin -->\n", 1)[1].split("\n<!-- storage:end -->", 1)[0]
     assert block.strip() == feature_storage.table().strip()
     assert "`--storage int8`" in block   # the results file is there
+
+
+def test_packing_block_matches_the_results_file():
+    import packing
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- packing:begin -->\n", 1)[1].split("\n<!-- packing:end -->", 1)[0]
+    assert block.strip() == packing.table().strip()
+    assert "packed / one-by-one" in block   # the results file is there
