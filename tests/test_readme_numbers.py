@@ -30,3 +30,11 @@ def test_packing_block_matches_the_results_file():
     block = readme.split("<!-- packing:begin -->\n", 1)[1].split("\n<!-- packing:end -->", 1)[0]
     assert block.strip() == packing.table().strip()
     assert "packed / one-by-one" in block   # the results file is there
+
+
+def test_streaming_block_matches_the_results_file():
+    import streaming
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- streaming:begin -->\n", 1)[1].split("\n<!-- streaming:end -->", 1)[0]
+    assert block.strip() == streaming.table().strip()
+    assert "| streamed (now) |" in block   # the results file is there
