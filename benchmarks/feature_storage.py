@@ -10,11 +10,14 @@ results). Conversations are answered by the target itself (greedy, transformers 
 `eagle3-train regenerate` gets from an engine, without starting one).
 
 Bytes per token, printed with the disk estimates:
-  anchors   the anchors' layout: 3 aux states + the last hidden state in bf16 = (3 + 1) x H x 2 bytes
-  bf16      ours, `features.bytes_per_token(H, storage="bf16")` (features + input_ids, loss_mask, positions)
-  int8      ours, `--storage int8` (int8 values + one bf16 scale per token and group, + ids, mask, positions)
+  anchors   the anchors' layout: 3 aux states + the last hidden state in bf16 at every token = (3 + 1) x H x 2 bytes
+  bf16      ours, `features.bytes_per_token(H, storage="bf16", teacher_share=s)`: the 3 aux states at every token,
+            the last hidden state only at the share s of tokens whose teacher training reads (before assistant
+            tokens, `features.teacher_rows`; s measured on the dumped data), + input_ids, loss_mask, positions
+  int8      ours, `--storage int8` (int8 values + one bf16 scale per token and group, the same rows and bookkeeping)
 plus the measured bytes of each dump (shards, and the whole folder), and 100M-token estimates at the tiny target's
-size and at Qwen3-VL-2B's (H = 2048, 3 M-RoPE position rows).
+size and at Qwen3-VL-2B's (H = 2048, 3 M-RoPE position rows) at the same teacher share, with the share up to which
+int8 stays within half the anchors' layout (break-even) and the ratio at share 1 (every token an assistant token).
 
     python benchmarks/feature_storage.py [--train 240] [--heldout 48] [--steps 800] [--results DIR]
     python benchmarks/feature_storage.py --table      # the README block, from benchmarks/results/
@@ -41,6 +44,7 @@ ESTIMATE_TOKENS = 100_000_000
 QWEN3_VL_2B = {"name": "Qwen3-VL-2B", "hidden_size": 2048, "position_rows": 3}
 BYTES_BAR = 0.5          # the issue's bars: int8 bytes/token <= 0.5 x anchors, held-out AL loss <= 2 %
 AL_LOSS_BAR = 0.02
+DEFAULTS = {"train": 240, "heldout": 48, "steps": 800, "seeds": [0, 1, 2], "max_new_tokens": 96}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -147,16 +151,22 @@ def human(n: float) -> str:
         n /= 1000
 
 
-def layout(hidden: int, rows: int) -> dict:
-    """Bytes per token of the three layouts at hidden size H, and what 100M tokens take."""
-    from eagle3_plugin.trainer.features import bytes_per_token, int8_group
-    per = {"anchors": (3 + 1) * hidden * 2,
-           **{s: bytes_per_token(hidden, 3, s, rows) for s in STORAGES}}
-    feats = {"anchors": per["anchors"], "bf16": 8 * hidden, "int8": 4 * hidden + 2 * (4 * hidden // int8_group(hidden))}
-    return {"hidden_size": hidden, "position_rows": rows, "int8_group": int8_group(hidden),
+def layout(hidden: int, rows: int, share: float) -> dict:
+    """Bytes per token of the three layouts at hidden size H and teacher share `share` (the fraction of tokens whose
+    last hidden state is stored), what 100M tokens take, and int8's break-even share (int8 = 0.5 x anchors)."""
+    from eagle3_plugin.trainer.features import bytes_per_token, bytes_per_token_parts, int8_group
+    anchors = (3 + 1) * hidden * 2
+    per = {"anchors": anchors, **{s: bytes_per_token(hidden, 3, s, rows, share) for s in STORAGES}}
+    g = int8_group(hidden)
+    feats = {"anchors": anchors, "bf16": 6 * hidden + share * 2 * hidden,
+             "int8": 3 * hidden + 2 * (3 * hidden // g) + share * (hidden + 2 * (hidden // g))}
+    fixed, row = bytes_per_token_parts(hidden, 3, "int8", rows)
+    return {"hidden_size": hidden, "position_rows": rows, "int8_group": g, "teacher_share": share,
             "bytes_per_token": per, "feature_bytes_per_token": feats,
-            "int8_over_anchors": per["int8"] / per["anchors"],
-            "int8_features_over_anchors": feats["int8"] / feats["anchors"],
+            "int8_over_anchors": per["int8"] / anchors,
+            "int8_features_over_anchors": feats["int8"] / anchors,
+            "int8_share_1_over_anchors": bytes_per_token(hidden, 3, "int8", rows, 1.0) / anchors,
+            "int8_break_even_share": (BYTES_BAR * anchors - fixed) / row,
             "disk_100m_tokens": {k: v * ESTIMATE_TOKENS for k, v in per.items()}}
 
 
@@ -193,10 +203,11 @@ def heldout_eval(target: Path, held_path: Path, draft_dir: Path, max_length: int
     source = FeatureSource(cfg, family_for_target(tcfg), tcfg, torch.device("cpu"), LoadReport(), progress=False)
     embed, _ = source.embed_and_head()
     draft = Eagle3Draft.from_pretrained(draft_dir, embed.float()).float()
-    ev = evaluate(draft, source.train_samples, source, cfg)
+    ev = evaluate(draft, source.train_items, source, cfg)
+    held = source.samples(source.train_items)
     return {"sim_al_k3": headline_al(ev), "sim_al": {str(k): v for k, v in ev["sim_al"].items()},
-            "loss": ev["loss"], "acc": ev["acc"], "conversations": len(source.train_samples),
-            "tokens": sum(s.num_tokens for s in source.train_samples)}
+            "loss": ev["loss"], "acc": ev["acc"], "conversations": len(source.train_items),
+            "tokens": sum(s.num_tokens for s in held)}
 
 
 def run_study(cache: Path, n_train: int, n_heldout: int, steps: int, seeds: tuple[int, ...] = (0,),
@@ -237,7 +248,9 @@ def run_study(cache: Path, n_train: int, n_heldout: int, steps: int, seeds: tupl
                       storage=storage, overwrite=True)
         times[f"dump_{storage}"] = time.perf_counter() - t
         disk = folder_bytes(feats)
+        manifest = json.loads((feats / "manifest.json").read_text())
         per[storage] = {"disk_bytes": disk, "measured_bytes_per_token": disk["data"] / tokens,
+                        "teacher_tokens": manifest["teacher_tokens"], "teacher_steps": manifest["teacher_steps"],
                         "features": str(feats), "seeds": {}}
         for seed in seeds:
             draft = work / f"draft-{storage}-s{seed}-{steps}"
@@ -253,8 +266,10 @@ def run_study(cache: Path, n_train: int, n_heldout: int, steps: int, seeds: tupl
         als = [e["sim_al_k3"] for e in per[storage]["seeds"].values()]
         per[storage]["heldout_sim_al_k3"] = sum(als) / len(als)
 
-    tiny = layout(hidden, rows_)
-    big = layout(QWEN3_VL_2B["hidden_size"], QWEN3_VL_2B["position_rows"])
+    assert per["bf16"]["teacher_tokens"] == per["int8"]["teacher_tokens"]
+    share = per["int8"]["teacher_tokens"] / tokens           # the tokens whose last hidden state is stored
+    tiny = layout(hidden, rows_, share)
+    big = layout(QWEN3_VL_2B["hidden_size"], QWEN3_VL_2B["position_rows"], share)
     al_bf16, al_int8 = per["bf16"]["heldout_sim_al_k3"], per["int8"]["heldout_sim_al_k3"]
     by_seed = {str(k): 1 - per["int8"]["seeds"][str(k)]["sim_al_k3"] / per["bf16"]["seeds"][str(k)]["sim_al_k3"]
                for k in seeds}
@@ -263,6 +278,8 @@ def run_study(cache: Path, n_train: int, n_heldout: int, steps: int, seeds: tupl
     return {
         "target": str(target), "family": fam.name, "hidden_size": hidden, "aux_layer_ids": aux,
         "train": {"conversations": len(samples), "tokens": tokens, "steps": steps, "seeds": list(seeds),
+                  "assistant_tokens": int(sum(int(s.loss_mask.sum()) for s in samples)),
+                  "teacher_tokens": per["int8"]["teacher_tokens"], "teacher_share": share,
                   "recipe": "eagle3-train defaults (lr 1e-3, 20 warm-up steps, cosine, TTT 7 x 0.8^i)"},
         "heldout": {"conversations": held["conversations"], "tokens": held["tokens"]},
         "overlap": overlap(train_path, held_path),
@@ -275,7 +292,8 @@ def run_study(cache: Path, n_train: int, n_heldout: int, steps: int, seeds: tupl
         "bars": {"bytes_ratio_max": BYTES_BAR, "al_loss_max": AL_LOSS_BAR,
                  "int8_over_anchors": tiny["int8_over_anchors"],
                  "int8_measured_over_anchors": per["int8"]["measured_bytes_per_token"] / tiny["bytes_per_token"]["anchors"],
-                 "bytes_met": tiny["int8_over_anchors"] <= BYTES_BAR and big["int8_over_anchors"] <= BYTES_BAR,
+                 "bytes_met": (tiny["int8_over_anchors"] <= BYTES_BAR and big["int8_over_anchors"] <= BYTES_BAR
+                               and per["int8"]["measured_bytes_per_token"] <= BYTES_BAR * tiny["bytes_per_token"]["anchors"]),
                  "al_met": al_int8 >= (1 - AL_LOSS_BAR) * al_bf16},
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
@@ -287,12 +305,17 @@ def report(r: dict) -> str:
              f"{r['heldout']['conversations']} held-out ({r['heldout']['tokens']} tokens; shared prompts "
              f"{r['overlap']['shared_prompts']}, shared sentences {r['overlap']['shared_sentences']}), "
              f"{r['train']['steps']} steps, seeds {r['train']['seeds']}",
+             f"teacher share (tokens whose last hidden state is stored): {tiny['teacher_share']:.4f} "
+             f"({r['train']['teacher_tokens']} of {r['train']['tokens']}; assistant tokens "
+             f"{r['train']['assistant_tokens']})",
              f"{'':<22}{'anchors':>10}{'bf16':>10}{'int8':>10}   int8/anchors"]
     for name, lay in (("tiny (H=%d)" % tiny["hidden_size"], tiny),
                       (f"{QWEN3_VL_2B['name']} (H={big['hidden_size']})", big)):
         b = lay["bytes_per_token"]
-        lines.append(f"{name + ' bytes/token':<22}{b['anchors']:>10}{b['bf16']:>10}{b['int8']:>10}   "
-                     f"{lay['int8_over_anchors']:.3f} (features only {lay['int8_features_over_anchors']:.3f})")
+        lines.append(f"{name + ' bytes/token':<22}{b['anchors']:>10.0f}{b['bf16']:>10.1f}{b['int8']:>10.1f}   "
+                     f"{lay['int8_over_anchors']:.3f} (features only {lay['int8_features_over_anchors']:.3f}; at "
+                     f"share 1 {lay['int8_share_1_over_anchors']:.3f}; <= 0.5 up to share "
+                     f"{lay['int8_break_even_share']:.3f})")
         d = lay["disk_100m_tokens"]
         lines.append(f"{'  100M tokens':<22}{human(d['anchors']):>10}{human(d['bf16']):>10}{human(d['int8']):>10}")
     s = r["storages"]
@@ -312,7 +335,9 @@ def report(r: dict) -> str:
                      f"({v:+.2%})" for k, v in al["relative_loss_by_seed"].items())
                  + f"; bf16 seed-to-seed spread {al['bf16_seed_spread']:.2%}")
     bars = r["bars"]
-    lines.append(f"bars: int8/anchors {bars['int8_over_anchors']:.3f} <= {BYTES_BAR}: "
+    lines.append(f"bars: int8/anchors {bars['int8_over_anchors']:.3f} (measured "
+                 f"{bars['int8_measured_over_anchors']:.3f}, {QWEN3_VL_2B['name']} {big['int8_over_anchors']:.3f}) "
+                 f"<= {BYTES_BAR}: "
                  f"{'met' if bars['bytes_met'] else 'NOT met'}; AL loss <= {AL_LOSS_BAR:.0%}: "
                  f"{'met' if bars['al_met'] else 'NOT met'}")
     lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()))
@@ -334,12 +359,13 @@ def write(results_dir: Path, r: dict, args: dict) -> Path:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train", type=int, default=240, help="training conversations")
-    p.add_argument("--heldout", type=int, default=48, help="held-out conversations")
-    p.add_argument("--steps", type=int, default=800, help="optimizer steps (one conversation each)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training conversations")
+    p.add_argument("--heldout", type=int, default=DEFAULTS["heldout"], help="held-out conversations")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimizer steps (one conversation each)")
+    p.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"],
                    help="one bf16 and one int8 draft per seed (the figures are means over seeds)")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="length of the target's answers")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"],
+                   help="length of the target's answers")
     p.add_argument("--cache", default=None, help="default: $EAGLE3_CACHE or ~/.cache/eagle3-plugin")
     p.add_argument("--results", default=None, help=f"folder for {RESULTS_NAME} (default: benchmarks/results, what "
                                                    f"the README renders)")
@@ -370,17 +396,28 @@ def table(results: Path | None = None) -> str:
         measured = f"{s[name]['measured_bytes_per_token']:.0f}" if name in s else "—"
         al_cell = (f"{al[name]:.3f}" + (f" ({-al['relative_loss']:+.2%})" if name == "int8" else "")
                    if name in al else "—")
-        rows.append(f"| {label} | {tiny['bytes_per_token'][name]} | {measured} | "
-                    f"{human(tiny['disk_100m_tokens'][name])} | {big['bytes_per_token'][name]} | "
+        rows.append(f"| {label} | {tiny['bytes_per_token'][name]:.0f} | {measured} | "
+                    f"{human(tiny['disk_100m_tokens'][name])} | {big['bytes_per_token'][name]:.0f} | "
                     f"{human(big['disk_100m_tokens'][name])} | {al_cell} |")
     o, t = d["overlap"], d["train"]
+    command = "python benchmarks/feature_storage.py" + "".join(
+        f" --{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in d["args"].items() if v != DEFAULTS.get(k))
     rows.append("")
-    rows.append(f"int8 / anchors: {tiny['int8_over_anchors']:.3f} at H = {tiny['hidden_size']}, "
-                f"{big['int8_over_anchors']:.3f} at H = {big['hidden_size']} (features alone "
-                f"{tiny['int8_features_over_anchors']:.3f} / {big['int8_features_over_anchors']:.3f}: the int8 values "
-                f"are half, one bf16 scale per {tiny['int8_group']} values comes on top, then our ids, loss mask and "
-                f"positions): the issue's ≤ {bars['bytes_ratio_max']} is "
-                f"{'met' if bars['bytes_met'] else '**not met**'}. Held-out acceptance-length loss "
+    rows.append(f"Ours store the 3 aux states at every token but the last hidden state (the teacher) only where "
+                f"training reads it — before assistant tokens and up to {s['int8']['teacher_steps'] - 1} tokens past "
+                f"an assistant turn: here {tiny['teacher_share']:.1%} of the tokens ({t['teacher_tokens']} of "
+                f"{t['tokens']}; both 100M-token estimates at that share); ids, positions int32. "
+                f"int8 / anchors: {tiny['int8_over_anchors']:.3f} at H = {tiny['hidden_size']} (measured "
+                f"{bars['int8_measured_over_anchors']:.3f}), {big['int8_over_anchors']:.3f} at H = "
+                f"{big['hidden_size']} (features alone {tiny['int8_features_over_anchors']:.3f} / "
+                f"{big['int8_features_over_anchors']:.3f}; one bf16 scale per {tiny['int8_group']} int8 values, "
+                f"then ids, loss mask and positions): the issue's ≤ {bars['bytes_ratio_max']} is "
+                f"{'met' if bars['bytes_met'] else '**not met**'} on this data; it holds up to a teacher share of "
+                f"{tiny['int8_break_even_share']:.2f} at H = {tiny['hidden_size']} and "
+                f"{big['int8_break_even_share']:.2f} at H = {big['hidden_size']} (at share 1, every token an "
+                f"assistant token: {tiny['int8_share_1_over_anchors']:.3f} / {big['int8_share_1_over_anchors']:.3f})."
+                f" Held-out acceptance-length loss "
                 f"{al['relative_loss']:+.2%} (bar ≤ {bars['al_loss_max']:.0%}: "
                 f"{'met' if bars['al_met'] else '**not met**'}; per seed " + ", ".join(
                     f"{v:+.2%}" for v in al["relative_loss_by_seed"].values())
@@ -389,7 +426,7 @@ def table(results: Path | None = None) -> str:
                 f"{t['conversations']} conversations ({t['tokens']} tokens), seeds {', '.join(map(str, t['seeds']))} "
                 f"(AL: mean over seeds); evaluated on {o['heldout_conversations']} held-out conversations sharing no prompt and no corpus sentence with "
                 f"them ({d['date'][:10]}, commit {d['commit']}, {d['machine']['cpus']} CPUs; "
-                f"`python benchmarks/feature_storage.py`).")
+                f"`{command}`).")
     return "\n".join(rows)
 
 

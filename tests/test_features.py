@@ -1,6 +1,7 @@
 """Offline features (trainer/features.py): runs are never mixed, dumps resume per shard and redo damaged shards,
-damaged shards are skipped and counted on read, stored features equal the live target's, int8 storage, rank split,
-and the dump-features subcommand."""
+damaged shards are skipped and counted on read, stored features equal the live target's, int8 storage, the last
+hidden state stored only where training reads it (the TTT loss, gradient and statistics of a reloaded sample equal
+the dense features' exactly), format 2 folders still read, rank split, and the dump-features subcommand."""
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,7 @@ def test_rerunning_the_same_dump_resumes_without_recomputing(tmp_path, target, s
     assert not list(out.glob("manifest.rank*.json"))         # folded into manifest.json
 
 
-@pytest.mark.parametrize("change", ["data", "target", "aux", "storage", "max_length", "samples"])
+@pytest.mark.parametrize("change", ["data", "target", "aux", "storage", "max_length", "samples", "teacher_steps"])
 def test_another_run_in_the_folder_is_refused_naming_what_differs(tmp_path, cache, target, samples, data, change,
                                                                   reference):
     out = reference
@@ -100,6 +101,8 @@ def test_another_run_in_the_folder_is_refused_naming_what_differs(tmp_path, cach
         kw["storage"] = "int8"
     elif change == "max_length":
         kw["max_length"] = 64
+    elif change == "teacher_steps":
+        kw["teacher_steps"] = 3
     else:
         args["samples"] = samples[:-1]
     with pytest.raises(SystemExit) as e:
@@ -111,7 +114,7 @@ def test_another_run_in_the_folder_is_refused_naming_what_differs(tmp_path, cach
         with pytest.raises(SystemExit, match=field):
             F.check_output(out, args["target"], kw.get("aux_ids", AUX), data=args["data"],
                            max_length=kw.get("max_length", 2048), storage=kw.get("storage", "bf16"),
-                           shard_bytes=SHARD)
+                           shard_bytes=SHARD, teacher_steps=kw.get("teacher_steps", F.TEACHER_STEPS))
 
 
 def test_a_foreign_non_empty_folder_is_refused_even_with_overwrite(tmp_path, target, samples, data):
@@ -214,18 +217,25 @@ def test_stored_features_equal_the_live_target_and_int8_stays_within_one_percent
         assert torch.equal(stored[row["key"]].input_ids, s.input_ids)
         assert torch.equal(stored[row["key"]].loss_mask, s.loss_mask)
         assert torch.equal(off.positions, on.positions) and torch.equal(q.positions, on.positions)
+        rows = F.teacher_rows(s.loss_mask)          # the last hidden state: those rows, zeros elsewhere
+        assert 0 < rows.sum() < s.num_tokens
         for name in ("aux", "last_hidden"):
             a, b, c = getattr(on, name), getattr(off, name), getattr(q, name)
             assert a.shape == b.shape == c.shape
+            if name == "last_hidden":
+                assert not b[0, ~rows].any() and not c[0, ~rows].any()
+                a, b, c = a[:, rows], b[:, rows], c[:, rows]
             assert ((a - b).abs() <= a.abs() * 2**-8 + 1e-6).all()          # bf16 rounding
             assert (a - c).norm() / a.norm() < 0.01
     folders = {"bf16": reference, "int8": tmp_path / "int8"}
     size = {k: sum(p.stat().st_size for p in shard_files(d)) + (d / "tokens.safetensors").stat().st_size
             for k, d in folders.items()}
     tokens = sum(s.num_tokens for s in samples)
+    share = sum(int(F.teacher_rows(s.loss_mask).sum()) for s in samples) / tokens
+    assert bf16.meta["teacher_tokens"] == share * tokens and bf16.meta["teacher_steps"] == F.TEACHER_STEPS
     for k in size:                    # the estimate is the payload; the rest is safetensors headers
-        assert tokens * F.bytes_per_token(128, 3, k) <= size[k] < 1.1 * tokens * F.bytes_per_token(128, 3, k)
-    assert size["int8"] < 0.55 * size["bf16"]
+        est = tokens * F.bytes_per_token(128, 3, k, teacher_share=share)
+        assert est <= size[k] < 1.1 * est
 
 
 def realistic_hidden_states(t: int = 512, h: int = 1024) -> torch.Tensor:
@@ -264,9 +274,13 @@ def test_int8_round_trip_on_realistic_hidden_states():
 
 def test_bytes_per_token():
     for h in (128, 4096):
-        assert F.bytes_per_token(h) == 8 * h + 8 + 1 + 8          # 3 aux + last hidden in bf16, ids, mask, pos
-        assert F.bytes_per_token(h, 3, "bf16", position_rows=3) == 8 * h + 8 + 1 + 24
-        assert F.bytes_per_token(h, 3, "int8") == 4 * h + 2 * 4 * h // F.int8_group(h) + 17
+        g = F.int8_group(h)           # teacher share 1 (every token's last hidden state stored): the most it takes
+        assert F.bytes_per_token(h) == 8 * h + 4 + 1 + 4          # 3 aux + last hidden in bf16, ids, mask, pos
+        assert F.bytes_per_token(h, 3, "bf16", position_rows=3) == 8 * h + 4 + 1 + 12
+        assert F.bytes_per_token(h, 3, "int8") == 4 * h + 2 * 4 * h // g + 9
+        # the last hidden state only at a share of the tokens (those training reads: about the assistant share)
+        assert F.bytes_per_token(h, 3, "int8", teacher_share=0.5) == 3 * h + 2 * 3 * h // g + 9 + 0.5 * (h + 2 * h // g)
+        assert F.bytes_per_token_parts(h, 3, "bf16", 3) == (6 * h + 17, 2 * h)
 
 
 def test_each_rank_dumps_every_world_th_shard_and_the_reader_merges(tmp_path, target, samples, data, monkeypatch):
@@ -303,7 +317,8 @@ def test_dump_features_subcommand(tmp_path, target, data, capsys, monkeypatch):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "warning:" in printed and "bad lines skipped" in printed                  # image/audio lines
-    assert "int8: 537 bytes/token" in printed and "1041 bytes/token" in printed
+    assert "int8: " in printed and "bytes/token = 399 + 130 x teacher share" in printed
+    assert "x the anchors' 3 aux + last hidden in bf16 at every token, 1024 bytes/token" in printed
     store = F.FeatureStore(tmp_path / "f")
     assert store.meta["storage"] == "int8" and store.meta["data"]["path"] == str(data.resolve())
     # another run is refused before the (slow) tokenising
@@ -312,3 +327,164 @@ def test_dump_features_subcommand(tmp_path, target, data, capsys, monkeypatch):
     args = parser.parse_args(argv[:-3] + ["3", "4", "5"])
     with pytest.raises(SystemExit, match="aux_layer_ids: the folder has \\[2, 4, 5\\], this run \\[3, 4, 5\\]"):
         args.func(args)
+
+
+# ------------------------------------------------------------------------------------------ sparse teacher rows
+def favouring_draft(target_cfg, embed, head=None, favourite: int | None = None, seed: int = 0):
+    """A fresh draft; `favourite`: its logits pushed towards that target id, so that its chains of consecutive
+    correct tokens run long wherever the target's argmax is that token (the statistics read far ahead)."""
+    from eagle3_plugin.trainer.draft import init_draft
+    draft = init_draft(target_cfg, embed.float(), None if head is None else head.float(), seed=seed).float()
+    if favourite is not None:
+        push = torch.zeros(draft.draft_ids.numel())
+        push[int((draft.draft_ids == favourite).nonzero())] = 30.0
+        plain = draft.logits
+        draft.logits = lambda prenorm: plain(prenorm) + push
+    return draft
+
+
+def ttt_result(draft, input_ids, loss_mask, aux, last_hidden, positions, head, steps: int = 7):
+    """(loss, StepStats, gradients) of one conversation's TTT step, from its [T, .] features."""
+    from eagle3_plugin.trainer.ttt import target_distribution, ttt_forward
+    draft.zero_grad(set_to_none=True)
+    p, arg = target_distribution(last_hidden.reshape(1, *last_hidden.shape[-2:]), head, draft.draft_ids)
+    loss, stats = ttt_forward(draft, input_ids[None], aux.reshape(1, *aux.shape[-2:]), p, arg, positions,
+                              loss_mask[None], steps, 0.8)
+    loss.backward()
+    return float(loss.detach()), stats, {n: w.grad.clone() for n, w in draft.named_parameters() if w.grad is not None}
+
+
+def assert_same(a, b):
+    assert a[0] == b[0] and a[1] == b[1], (a[:2], b[:2])          # loss and every StepStats field, exactly
+    assert a[2].keys() == b[2].keys() and all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def test_teacher_rows_hold_every_last_hidden_row_ttt_reads(target):
+    """ttt_forward, fed synthetic features whose target argmax is mostly one token the draft favours (so chains
+    of correct tokens run across the ends of assistant turns): zeroing the rows teacher_rows leaves out changes
+    nothing — loss, gradient, StepStats; without the widening by steps - 1 the statistics change, and dropping a
+    row before an assistant token changes the loss."""
+    from eagle3_plugin.models import model_config
+    cfg = model_config(target)
+    torch.manual_seed(0)
+    T, H, V, x = 64, int(cfg["hidden_size"]), int(cfg["vocab_size"]), 7
+    ids = torch.randint(3, V, (T,))
+    mask = torch.zeros(T, dtype=torch.bool)
+    mask[10:22] = mask[34:45] = mask[58:] = True              # three assistant turns, two ending mid-sequence
+    u = torch.nn.functional.normalize(torch.randn(H), dim=0)
+    head = torch.randn(V, H) * 0.01
+    head[x] += u
+    last = torch.randn(T, H) * 0.1 + 5 * u
+    last[::9] = torch.randn(T // 9 + 1, H)                   # some rows with another argmax
+    aux, pos = torch.randn(T, 3 * H), torch.arange(T)[None]
+    draft = favouring_draft(cfg, torch.randn(V, H) * 0.02, favourite=x)
+    dense = ttt_result(draft, ids, mask, aux, last, pos, head)
+    assert dense[1].accept_sum[-1] > 3 * dense[1].tokens       # long chains: the statistics do read far ahead
+
+    def without(rows):
+        return ttt_result(draft, ids, mask, aux, torch.where(rows[:, None], last, 0.0), pos, head)
+
+    rows = F.teacher_rows(mask)
+    assert rows.sum() < T and torch.equal(F.teacher_rows(mask, 1), torch.cat([mask[1:], mask[:1] & False]))
+    assert_same(without(rows), dense)
+    narrow = without(F.teacher_rows(mask, 1))                 # only before assistant tokens: the loss needs no more
+    assert narrow[0] == dense[0] and all(torch.equal(narrow[2][k], dense[2][k]) for k in dense[2])
+    assert narrow[1].accept_sum != dense[1].accept_sum        # but the chains past a turn's end read more
+    fewer = F.teacher_rows(mask, 1).clone()
+    fewer[20] = False                                         # the teacher of assistant token 21
+    assert without(fewer)[0] != dense[0]
+
+
+@pytest.mark.parametrize("storage", ["bf16", "int8"])
+def test_a_reloaded_sparse_sample_trains_exactly_like_the_dense_features(tmp_path, target, samples, data, storage):
+    """The stored last hidden rows, scattered back with zeros elsewhere: the TTT loss, gradient and StepStats equal
+    those of the dense features exactly (the rows left out are never read). A conversation without assistant
+    tokens stores no row at all and still loads."""
+    from dataclasses import replace
+    from eagle3_plugin.models import model_config
+    from eagle3_plugin.trainer.target import Target
+    quiet = replace(samples[4], id="no-assistant", loss_mask=torch.zeros_like(samples[4].loss_mask))
+    some = samples[:4] + [quiet]
+    store = F.FeatureStore(dump(target, some, tmp_path / storage, data, storage=storage))
+    live, cfg = Target(target), model_config(target)
+    stored = {s.id: s for s in store.samples()}
+    checked = 0
+    for row, s in zip(store.index, some):
+        on = live.features({"input_ids": s.input_ids[None], "attention_mask": torch.ones_like(s.input_ids)[None]},
+                           AUX)
+        off = store.load(row["key"])
+        assert torch.equal(stored[row["key"]].loss_mask, s.loss_mask) and stored[row["key"]].input_ids.dtype == torch.int64
+        assert off.positions.dtype == torch.int64 and torch.equal(off.positions, on.positions)
+        rows = F.teacher_rows(s.loss_mask)
+        assert off.last_hidden.shape == on.last_hidden.shape and not off.last_hidden[0, ~rows].any()
+        if s is quiet:
+            assert not rows.any() and not off.last_hidden.any()
+            continue
+        # the dense features: bf16 -> every row rounded as stored; int8 -> the stored rows, the live ones elsewhere
+        if storage == "bf16":
+            dense = on.last_hidden.to(torch.bfloat16).float()
+            assert torch.equal(off.aux, on.aux.to(torch.bfloat16).float())
+            assert torch.equal(off.last_hidden[0, rows], dense[0, rows])
+        else:
+            dense = on.last_hidden.clone()
+            dense[0, rows] = off.last_hidden[0, rows]
+        assert dense[0, ~rows].abs().sum() > 0                    # the reference really differs there
+        arg = (dense[0].float() @ store.lm_head_weight().float().T).argmax(-1)
+        draft = favouring_draft(cfg, store.embed_weight(), store.lm_head_weight(),
+                                favourite=int(arg[rows].mode().values))
+        sparse = ttt_result(draft, s.input_ids, s.loss_mask, off.aux, off.last_hidden, off.positions, off.head)
+        full = ttt_result(draft, s.input_ids, s.loss_mask, off.aux, dense, off.positions, off.head)
+        assert sparse[1].tokens > 0
+        assert_same(sparse, full)
+        checked += 1
+    assert checked == 4
+
+
+def as_format_2(folder: Path, target, samples) -> None:
+    """Rewrite a bf16 format-3 dump the way format 2 stored it: dense last_hidden (the live target's), int64 ids and
+    positions, no teacher fields; the manifest's records follow the new files."""
+    from safetensors.torch import load_file, save_file
+    from eagle3_plugin.trainer.target import Target
+    live = Target(target)
+    m = json.loads((folder / "manifest.json").read_text())
+    by_key = {r["key"]: s for r, s in zip(m["samples"], samples)}
+    for rel in [s["file"] for s in m["shards"]] + ["tokens.safetensors"]:
+        t = load_file(str(folder / rel))
+        for name in list(t):
+            key, what = name.split(".", 1) if "." in name else (None, name)
+            if what in ("positions", "input_ids"):
+                t[name] = t[name].to(torch.int64)
+            elif what == "last_hidden":
+                s = by_key[key]
+                t[name] = live.features({"input_ids": s.input_ids[None],
+                                         "attention_mask": torch.ones_like(s.input_ids)[None]},
+                                        AUX).last_hidden[0].to(torch.bfloat16)
+        save_file(t, str(folder / rel))
+        m["done"][rel].update(bytes=(folder / rel).stat().st_size, sha256=F._sha256(folder / rel))
+    m["format"] = 2
+    m.pop("teacher_steps"), m.pop("teacher_tokens")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def test_format_2_folders_are_still_read_and_a_dump_refuses_to_resume_one(tmp_path, target, samples, data):
+    from eagle3_plugin.trainer.target import Target
+    out = dump(target, samples[:3], tmp_path / "f", data)
+    as_format_2(out, target, samples[:3])
+    store = F.FeatureStore(out)
+    assert store.teacher_steps is None
+    live = Target(target)
+    for row, s in zip(store.index, store.samples()):
+        on = live.features({"input_ids": s.input_ids[None], "attention_mask": torch.ones_like(s.input_ids)[None]},
+                           AUX)
+        got = store.load(row["key"])
+        assert s.input_ids.dtype == got.positions.dtype == torch.int64
+        assert torch.equal(got.last_hidden, on.last_hidden.to(torch.bfloat16).float())     # dense, every row
+    with pytest.raises(SystemExit, match="format: the folder has 2, this version writes 3.*--overwrite"):
+        dump(target, samples[:3], out, data)
+    dump(target, samples[:3], out, data, overwrite=True)
+    assert F.FeatureStore(out).meta["format"] == F.FORMAT == 3
+    m = json.loads((out / "manifest.json").read_text())
+    m["format"] = 1
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SystemExit, match="format 2 or 3 .*holds format 1.*--overwrite"):
+        F.FeatureStore(out)

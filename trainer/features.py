@@ -1,29 +1,40 @@
 """Offline training: run the target once over the data, store the features the draft trains on, and train from them
 as often as needed (`eagle3-train dump-features`, then `eagle3-train train --features DIR`).
 
-On-disk layout of a features folder (format 2):
+On-disk layout of a features folder (format 3):
   .eagle3-output.json         outputs.py's ownership marker: kind "features" and every file this dump writes
   manifest.json               the run's identity, the sample index, the shard plan and the finished shards
   manifest.rank<r>.json       while dumping: the files process r has finished, rewritten atomically after each one;
                               folded into manifest.json at the end (a reader merges any that are left over)
   head.safetensors            embed_tokens and lm_head of the target (rebuild logits, initialise the draft)
-  tokens.safetensors          input_ids [N] int64 and loss_mask [N] bool of all samples back to back (N = all their
+  tokens.safetensors          input_ids [N] int32 and loss_mask [N] bool of all samples back to back (N = all their
                               tokens; each sample's slice follows from the token counts in the manifest), so the
                               trainer gets every sample without opening a shard
   shards/<nnnnn>.safetensors  consecutive samples, about SHARD_BYTES each; tensors are named "<key>.<name>", key =
                               the sample's 8-digit index:
-      <key>.positions  [T] or [3, T] int64   what the engines feed the draft (3 rows for M-RoPE)
+      <key>.positions  [T] or [3, T] int32   what the engines feed the draft (3 rows for M-RoPE)
       <key>.aux        [T, n_aux*H]          bf16, or int8 with <key>.aux_scale [T, n_aux*H/G] and <key>.aux_chan
                                              [n_aux*H] (bf16): aux = int8 * scale * chan
-      <key>.last_hidden [T, H]               the same (bf16, or int8 with _scale [T, H/G] and _chan [H])
-  int8 (--storage int8, about half the disk of bf16): each channel is divided by its RMS over the sample (chan),
-  then quantised with one absmax per token and group of G = 128 channels (G = H when H is not a multiple of 128,
-  i.e. one scale per token and aux chunk). One scale per token and chunk alone is not enough: real residual
-  streams are heavy-tailed with a few channels 10-100x the rest, which costs 2-6% relative error (tests), against
-  under 1% like this.
+      <key>.last_hidden [R, H]               the same (bf16, or int8 with _scale [R, H/G] and _chan [H]), only at the
+                                             R positions teacher_rows(loss_mask, teacher_steps) marks, in order
+  The last hidden state only gives the teacher (the target's distribution), and training reads the teacher at
+  position j only where token j+1 is an assistant (loss_mask) token — plus, for the simulated-acceptance statistics,
+  up to teacher_steps - 1 positions past an assistant turn (a consecutive-correct chain from a scored position
+  compares with the target's argmax there). So only those rows are stored; the index set is implied by the stored
+  loss_mask and the manifest's teacher_steps (no extra tensor), and the reader scatters them back into a [T, H]
+  tensor with zeros elsewhere: rows ttt_forward never reads, so the loss, its gradient and every StepStats field
+  are exactly those of the dense features (tests). Disk per token: bytes_per_token, a function of that share.
+  int8 (--storage int8, about half the disk of bf16): each channel is divided by its RMS over the sample's stored
+  rows (chan), then quantised with one absmax per token and group of G = 128 channels (G = H when H is not a
+  multiple of 128, i.e. one scale per token and aux chunk). One scale per token and chunk alone is not enough: real
+  residual streams are heavy-tailed with a few channels 10-100x the rest, which costs 2-6% relative error (tests),
+  against under 1% like this.
+  Format 2 folders (dense last_hidden, int64 ids and positions) are still read; a dump never resumes one (it says
+  so and names --overwrite).
 
 Never mixing runs: manifest.json's RUN_FIELDS (target fingerprint = resolved path + config.json sha256 + weight file
-sizes; data file sha256; a digest of the tokenised samples; aux layer ids; max_length; storage; shard size) must all
+sizes; data file sha256; a digest of the tokenised samples; aux layer ids; max_length; storage; teacher_steps; shard
+size) must all
 match for a dump to resume in an existing folder; anything else is refused before any work, naming what differs.
 The folder is claimed like every eagle3-train output (outputs.py): its marker lists every file the dump writes, and
 --overwrite deletes exactly those (then starts over), never anything else; a folder of foreign files is refused.
@@ -55,7 +66,8 @@ from eagle3_plugin.outputs import atomic_write, claim_output_dir, is_ours, recor
 from .data import DataError, Sample
 from .target import TargetFeatures
 
-FORMAT = 2
+FORMAT = 3
+READS = (2, 3)                               # formats FeatureStore reads (2: dense last_hidden, int64 ids/positions)
 KIND = "eagle3-train dump-features"          # marks a manifest as ours
 STORAGES = ("bf16", "int8")
 SHARD_BYTES = 512 * 2**20                    # a crash loses at most one shard of work
@@ -63,7 +75,9 @@ INT8_GROUP = 128
 MANIFEST = "manifest.json"
 HEAD = "head.safetensors"
 TOKENS = "tokens.safetensors"
-RUN_FIELDS = ("target", "data", "samples_sha256", "aux_layer_ids", "max_length", "storage", "shard_bytes")
+RUN_FIELDS = ("target", "data", "samples_sha256", "aux_layer_ids", "max_length", "storage", "teacher_steps",
+              "shard_bytes")
+TEACHER_STEPS = 7                            # the trainer's default --ttt-steps
 FIX_SHARD = "re-run `eagle3-train dump-features` with the same arguments: it verifies the shards and redoes bad ones"
 FIX_RUN = "use another --output, or --overwrite to start over there (only the files the dump wrote are deleted)"
 
@@ -73,18 +87,47 @@ def int8_group(hidden: int) -> int:
     return INT8_GROUP if hidden % INT8_GROUP == 0 else hidden
 
 
-def bytes_per_token(hidden: int, n_aux: int = 3, storage: str = "bf16", position_rows: int = 1) -> int:
-    """Disk bytes per token: n_aux aux states + the last hidden state, plus input_ids (int64), loss_mask (bool) and
-    positions (int64 per row). Per-sample extras (tensor headers, int8's channel scales: about as much
-    as one bf16 token) are left out."""
-    values = (n_aux + 1) * hidden
+def teacher_rows(loss_mask: torch.Tensor, steps: int = TEACHER_STEPS) -> torch.Tensor:
+    """[T] bool: the positions whose last hidden state (the teacher) training reads, for a TTT unroll of up to
+    `steps` steps (ttt.ttt_forward, index j = the target at position j, which predicts token j+1):
+      loss and accuracy   the target at j where token j+1 is an assistant token (loss_mask[j+1])
+      simulated AL        from a scored position, the consecutive-correct chain compares step i with the target's
+                          argmax i positions further on: up to steps - 1 positions past an assistant token
+    i.e. j with loss_mask[j+1-i] for some i in [0, steps - 1]. A superset of what is read (ttt also requires the
+    target's argmax to be in the draft vocab, and never reads position 0), so dropping the others changes nothing."""
+    m = loss_mask.to(torch.bool).reshape(-1)
+    nxt = torch.zeros_like(m)
+    nxt[:-1] = m[1:]
+    rows = nxt.clone()
+    for i in range(1, min(int(steps), m.numel())):
+        rows[i:] |= nxt[:-i]
+    return rows
+
+
+def _row_bytes(values: int, storage: str, group: int) -> int:
+    """Disk bytes of one stored row of `values` features."""
     if storage == "bf16":
-        feats = 2 * values
-    elif storage == "int8":
-        feats = values + 2 * (values // int8_group(hidden))       # int8 values + one bf16 scale per group
-    else:
-        raise ValueError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
-    return feats + 8 + 1 + 8 * position_rows
+        return 2 * values
+    if storage == "int8":
+        return values + 2 * (values // group)                    # int8 values + one bf16 scale per group
+    raise ValueError(f"storage {storage!r} is not one of {', '.join(STORAGES)}")
+
+
+def bytes_per_token(hidden: int, n_aux: int = 3, storage: str = "bf16", position_rows: int = 1,
+                    teacher_share: float = 1.0) -> float:
+    """Disk bytes per token: n_aux aux states at every token; the last hidden state at the share of tokens whose
+    teacher training reads (teacher_rows: about the data's assistant share; teacher_tokens / tokens in the manifest,
+    1.0 = every token, the most it can be); input_ids (int32), loss_mask (bool) and positions (int32 per row).
+    = fixed + teacher_share x row, see bytes_per_token_parts. Per-sample extras (tensor headers, int8's channel
+    scales: about as much as one bf16 token) are left out."""
+    fixed, row = bytes_per_token_parts(hidden, n_aux, storage, position_rows)
+    return fixed + teacher_share * row
+
+
+def bytes_per_token_parts(hidden: int, n_aux: int = 3, storage: str = "bf16", position_rows: int = 1):
+    """(bytes every token takes, bytes of one stored last-hidden row): bytes_per_token = fixed + share x row."""
+    g = int8_group(hidden)
+    return _row_bytes(n_aux * hidden, storage, g) + 4 + 1 + 4 * position_rows, _row_bytes(hidden, storage, g)
 
 
 def quantize_int8(x: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
@@ -97,6 +140,9 @@ def quantize_int8(x: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
     floors keep all-zero channels and groups finite."""
     t, d = x.shape
     x = x.float()
+    if t == 0:          # a sample without a stored row (no assistant token): empty tensors, a neutral chan
+        return {"q": x.new_zeros(0, d, dtype=torch.int8), "scale": x.new_zeros(0, d // group, dtype=torch.bfloat16),
+                "chan": x.new_ones(d, dtype=torch.bfloat16)}
     chan = x.pow(2).mean(0).sqrt().clamp_min(1e-30).to(torch.bfloat16)
     g = (x / chan.float()).reshape(t, d // group, group)
     scale = (g.abs().amax(-1) / 127).clamp_min(1e-30).to(torch.bfloat16)
@@ -196,11 +242,12 @@ def _samples_digest(samples: list[Sample]) -> str:
     return h.hexdigest()
 
 
-def _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples=None) -> dict:
+def _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples=None,
+                  teacher_steps: int = TEACHER_STEPS) -> dict:
     run = {"target": _target_fingerprint(target_path),
            "data": {"path": str(Path(data).resolve()), "sha256": _sha256(Path(data))} if data else None,
            "aux_layer_ids": [int(i) for i in aux_ids], "max_length": max_length, "storage": storage,
-           "shard_bytes": int(shard_bytes)}
+           "teacher_steps": int(teacher_steps), "shard_bytes": int(shard_bytes)}
     if samples is not None:
         run["samples_sha256"] = _samples_digest(samples)
     return run
@@ -257,15 +304,18 @@ def _manifest(out: Path) -> dict | None:
 
 
 def check_output(out_dir, target_path, aux_ids, *, data=None, max_length=None, storage: str = "bf16",
-                 overwrite: bool = False, shard_bytes: int = SHARD_BYTES) -> str:
+                 overwrite: bool = False, shard_bytes: int = SHARD_BYTES, teacher_steps: int = TEACHER_STEPS) -> str:
     """What a dump into `out_dir` would do, changing nothing: "new", "resume" or "replace" (--overwrite: delete
     what the dump wrote and start over). Raises SystemExit naming the folder, what differs and the fix otherwise.
     The CLI calls it before tokenising, so a refusal comes before any work (dump_features checks again, with the
     tokenised samples)."""
     if storage not in STORAGES:
         raise SystemExit(f"--storage {storage!r}: choose one of {', '.join(STORAGES)}")
+    if int(teacher_steps) < 1:
+        raise SystemExit(f"--ttt-steps {teacher_steps}: at least 1")
     return _inspect(Path(out_dir), _protected(target_path, data), overwrite,
-                    lambda: _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes))
+                    lambda: _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes,
+                                          teacher_steps=teacher_steps))
 
 
 def _inspect(out: Path, protect: list[Path], overwrite: bool, run) -> str:
@@ -287,7 +337,8 @@ def _inspect(out: Path, protect: list[Path], overwrite: bool, run) -> str:
     if old is None:                 # claimed, then killed before the manifest: nothing of the run was written
         return "new"
     if old.get("format") != FORMAT:
-        diffs = [f"format: the folder has {old.get('format')!r}, this version writes {FORMAT}"]
+        diffs = [f"format: the folder has {old.get('format')!r}, this version writes {FORMAT} (training still reads "
+                 f"format {', '.join(map(str, READS))} folders; to dump again, --overwrite)"]
     else:
         diffs = _differences(old, run())
     if diffs:
@@ -296,11 +347,12 @@ def _inspect(out: Path, protect: list[Path], overwrite: bool, run) -> str:
 
 
 # ------------------------------------------------------------------------------------------ dumping
-def _plan(samples: list[Sample], per_token: int, shard_bytes: int) -> tuple[list[dict], list[dict]]:
-    """The sample index and the shards: consecutive samples until a shard would pass shard_bytes."""
+def _plan(samples: list[Sample], sample_bytes, shard_bytes: int) -> tuple[list[dict], list[dict]]:
+    """The sample index and the shards: consecutive samples until a shard would pass shard_bytes
+    (sample_bytes(sample): its payload)."""
     index, shards, size = [], [], None
     for i, s in enumerate(samples):
-        nbytes = s.num_tokens * per_token
+        nbytes = sample_bytes(s)
         if size is None or (size + nbytes > shard_bytes and shards[-1]["samples"]):
             shards.append({"file": f"shards/{len(shards):05d}.safetensors", "samples": 0})
             size = 0
@@ -318,15 +370,20 @@ def _device(device: str) -> str:
     return f"cuda:{local}" if device == "cuda" else device
 
 
-def _shard_tensors(target, rows: list[dict], samples: list[Sample], aux_ids, storage: str, group: int) -> dict:
+def _shard_tensors(target, rows: list[dict], samples: list[Sample], aux_ids, storage: str, group: int,
+                   teacher_steps: int) -> dict:
     tensors = {}
     for row, s in zip(rows, samples):
         key = row["key"]
         inputs = {"input_ids": s.input_ids[None], "attention_mask": torch.ones_like(s.input_ids)[None],
                   **s.mm_inputs}
         f = target.features(inputs, aux_ids)
-        tensors[f"{key}.positions"] = f.positions.squeeze(-2).to(torch.int64).cpu().contiguous()
-        for name, x in (("aux", f.aux[0]), ("last_hidden", f.last_hidden[0])):
+        pos = f.positions.squeeze(-2)
+        if pos.numel() and int(pos.abs().max()) >= 2**31:
+            raise SystemExit(f"sample {s.id}: a position of {int(pos.abs().max())} does not fit the int32 format")
+        tensors[f"{key}.positions"] = pos.to(torch.int32).cpu().contiguous()
+        keep = teacher_rows(s.loss_mask, teacher_steps).to(f.last_hidden.device)
+        for name, x in (("aux", f.aux[0]), ("last_hidden", f.last_hidden[0][keep])):
             if storage == "int8":
                 packed = quantize_int8(x, group)               # on the target's device: fast on a GPU
                 tensors[f"{key}.{name}"] = packed["q"].cpu()
@@ -391,32 +448,47 @@ def _open_run(out: Path, protect: list[Path], overwrite: bool, run: dict, new_ma
 
 def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress: bool = True, *, data=None,
                   max_length: int | None = None, device: str = "cpu", dtype: torch.dtype | None = None,
-                  storage: str = "bf16", overwrite: bool = False, shard_bytes: int = SHARD_BYTES) -> Path:
+                  storage: str = "bf16", overwrite: bool = False, shard_bytes: int = SHARD_BYTES,
+                  teacher_steps: int = TEACHER_STEPS) -> Path:
     """Dump the target's features for `samples` into `out_dir` (layout: module doc); resumes the same run.
 
     data / max_length: the jsonl the samples came from and the truncation used (part of the run's identity).
+    teacher_steps: the longest TTT unroll (train --ttt-steps) whose statistics must be exact: the last hidden state
+    is stored at teacher_rows(loss_mask, teacher_steps). Training with more steps is still exact in its loss and
+    gradient; only simulated-acceptance chains running more than teacher_steps - 1 tokens past an assistant turn
+    would see the zeros.
     device: "cpu", "cuda" (cuda:LOCAL_RANK) or "auto"; dtype defaults to bf16 on a GPU, fp32 on the CPU.
     Under torchrun (RANK / WORLD_SIZE) each process dumps its share of the shards; the barriers need
     torch.distributed initialised (the CLI does it). Returns the folder."""
     from eagle3_plugin.families import family_for_target
     if not samples:
         raise SystemExit("dump-features: no samples to dump")
+    if int(teacher_steps) < 1:
+        raise SystemExit(f"--ttt-steps {teacher_steps}: at least 1")
     out = Path(out_dir)
     rank, world = _rank_and_world()
     cfg = model_config(target_path)
     family = family_for_target(cfg)
     hidden = int(family.text_config(cfg)["hidden_size"])
+    vocab = int(family.text_config(cfg).get("vocab_size") or 0)
+    if vocab >= 2**31:
+        raise SystemExit(f"vocab_size {vocab}: token ids do not fit the int32 format")
     rows = 3 if family.positions == "mrope" else 1
-    run = _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples)
-    per_token = bytes_per_token(hidden, len(aux_ids), storage, rows)
-    index, shards = _plan(samples, per_token, shard_bytes)
+    run = _run_identity(target_path, aux_ids, data, max_length, storage, shard_bytes, samples, teacher_steps)
+    fixed, row_bytes = bytes_per_token_parts(hidden, len(aux_ids), storage, rows)
+    teacher = [int(teacher_rows(s.loss_mask, teacher_steps).sum()) for s in samples]
+    by_id = {id(s): n for s, n in zip(samples, teacher)}
+    index, shards = _plan(samples, lambda s: s.num_tokens * fixed + by_id[id(s)] * row_bytes, shard_bytes)
     tokens = sum(s.num_tokens for s in samples)
+    share = sum(teacher) / max(1, tokens)
+    per_token = bytes_per_token(hidden, len(aux_ids), storage, rows, share)
     files = [MANIFEST, HEAD, TOKENS] + [s["file"] for s in shards] + [_rank_file(r) for r in range(world)]
 
     if rank == 0:
         manifest = _open_run(out, _protected(target_path, data), overwrite, run, {
             "format": FORMAT, "kind": KIND, **run, "family": family.name, "hidden_size": hidden,
-            "int8_group": int8_group(hidden), "num_samples": len(samples), "tokens": tokens, "samples": index,
+            "int8_group": int8_group(hidden), "num_samples": len(samples), "tokens": tokens,
+            "teacher_tokens": sum(teacher), "samples": index,
             "shards": shards, "done": {}}, files)
         if _alone(world):
             _fold(out, manifest)        # records of an interrupted run (maybe another world size) -> one place
@@ -433,14 +505,16 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
     record = {f: done[f] for f in mine if _file_problem(out, f, done.get(f), checksum=True) is None}
     todo = [f for f in mine if f not in record]
     if rank == 0:
-        anchor = bytes_per_token(hidden, 3, "bf16", rows)
+        anchor = (len(aux_ids) + 1) * hidden * 2
         resumed = f"; {len(mine) - len(todo)} of this process's {len(mine)} files already done" if record else ""
         print(f"dump-features: {len(samples)} samples, {tokens} tokens, {len(shards)} shards into {out}: about "
-              f"{_human(tokens * per_token)} ({storage}: {per_token} bytes/token; 3 aux + last hidden in bf16 = "
-              f"8*H + ids: {anchor} bytes/token){resumed}")
+              f"{_human(tokens * per_token)} ({storage}: {per_token:.0f} bytes/token = {fixed} + {row_bytes} x "
+              f"teacher share {share:.3f} (the last hidden state is stored where training reads it: before "
+              f"assistant tokens); {per_token / anchor:.3f} x the anchors' {len(aux_ids)} aux + last hidden in bf16 "
+              f"at every token, {anchor} bytes/token){resumed}")
     if todo:
         _dump_files(out, todo, record, target_path, samples, index, aux_ids, storage, int8_group(hidden), device,
-                    dtype, progress and rank == 0)
+                    dtype, progress and rank == 0, teacher_steps)
 
     _barrier()
     if rank == 0 and _alone(world):
@@ -450,7 +524,7 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
 
 
 def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, index, aux_ids, storage, group,
-                device, dtype, progress) -> None:
+                device, dtype, progress, teacher_steps: int = TEACHER_STEPS) -> None:
     """Compute and write the files in `todo`; after each one this rank's record is rewritten (atomically)."""
     from tqdm.auto import tqdm
     from .target import Target
@@ -463,7 +537,10 @@ def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, 
     target = None
     for f in todo:
         if f == TOKENS:         # needs no target
-            record[f] = _save(out, f, {"input_ids": torch.cat([s.input_ids for s in samples]).to(torch.int64),
+            ids = torch.cat([s.input_ids for s in samples])
+            if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < 2**31):
+                raise SystemExit(f"token ids {int(ids.min())}..{int(ids.max())} do not fit the int32 format")
+            record[f] = _save(out, f, {"input_ids": ids.to(torch.int32),
                                        "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.bool)})
             _write_json(rank_record, record)
             continue
@@ -477,7 +554,7 @@ def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, 
         else:
             ids = by_shard[f]
             tensors = _shard_tensors(target, [index[i] for i in ids], [samples[i] for i in ids], aux_ids, storage,
-                                     group)
+                                     group, teacher_steps)
             record[f] = _save(out, f, tensors, {"samples": len(ids)})
             bar.update(len(ids))
         _write_json(rank_record, record)
@@ -490,16 +567,22 @@ class FeatureStore:
 
     samples(errors) skips shards that are missing or truncated; load(key) also checks a shard's sha256
     the first time it is used (verify_checksums) and raises DataError for a bad shard, so the caller can skip the
-    sample. Bad shards are remembered in `bad_shards` and their samples counted in `skipped_samples`."""
+    sample. Bad shards are remembered in `bad_shards` and their samples counted in `skipped_samples`.
+    Reads format 3 and format 2 (dense last_hidden, int64 ids); `teacher_steps`: the TTT unroll whose statistics
+    the stored teacher rows cover (None: all rows stored)."""
 
     def __init__(self, path, verify_checksums: bool = True):
         self.path = Path(path)
         manifest = _manifest(self.path)
-        if manifest is None or manifest.get("format") != FORMAT:
-            old = " (it holds an older or foreign layout)" if self.path.exists() else ""
-            raise SystemExit(f"{self.path / MANIFEST}: no features manifest of format {FORMAT}{old} — create it "
-                             f"with `eagle3-train dump-features --output {self.path}`")
+        if manifest is None or manifest.get("format") not in READS:
+            old = (f" (it holds format {manifest.get('format')!r})" if manifest is not None else
+                   " (it holds an older or foreign layout)" if self.path.exists() else "")
+            raise SystemExit(f"{self.path / MANIFEST}: no features manifest of format "
+                             f"{' or '.join(map(str, READS))}{old} — create it with `eagle3-train dump-features "
+                             f"--output {self.path}` (--overwrite to replace an old dump)")
         self.meta = manifest
+        self.teacher_steps = int(manifest["teacher_steps"]) if manifest["format"] >= 3 else None
+        self._masks: dict[str, torch.Tensor] | None = None
         self.index = manifest["samples"]
         self.verify_checksums = verify_checksums
         self._rows = {r["key"]: r for r in self.index}
@@ -555,10 +638,7 @@ class FeatureStore:
         problem = _file_problem(self.path, TOKENS, self._done.get(TOKENS), checksum=self.verify_checksums)
         if problem:
             raise SystemExit(f"{self.path / TOKENS}: {problem}; no sample is usable without it. Fix: {FIX_SHARD}")
-        tokens = load_file(str(self.path / TOKENS))
-        keys, counts = [r["key"] for r in self.index], [r["tokens"] for r in self.index]
-        ids = dict(zip(keys, tokens["input_ids"].split(counts)))
-        masks = dict(zip(keys, tokens["loss_mask"].split(counts)))
+        ids, masks = self._tokens()
         out = []
         for shard, rows in self._by_shard.items():
             problem = _file_problem(self.path, shard, self._done.get(shard), checksum=False)
@@ -576,6 +656,36 @@ class FeatureStore:
                              f"(first: {first}). Fix: {FIX_SHARD}")
         return out
 
+    def _tokens(self) -> tuple[dict, dict]:
+        """Per sample key: input_ids (int64) and loss_mask, from tokens.safetensors (the masks are kept: load()
+        needs them to place the stored teacher rows)."""
+        tokens = load_file(str(self.path / TOKENS))
+        keys, counts = [r["key"] for r in self.index], [r["tokens"] for r in self.index]
+        ids = dict(zip(keys, tokens["input_ids"].to(torch.int64).split(counts)))
+        self._masks = dict(zip(keys, tokens["loss_mask"].to(torch.bool).split(counts)))
+        return ids, self._masks
+
+    def _loss_mask(self, key: str) -> torch.Tensor:
+        if self._masks is None:
+            problem = _file_problem(self.path, TOKENS, self._done.get(TOKENS), checksum=self.verify_checksums)
+            if problem:
+                raise SystemExit(f"{self.path / TOKENS}: {problem}; no sample is usable without it. Fix: {FIX_SHARD}")
+            self._tokens()
+        return self._masks[key]
+
+    def _last_hidden(self, f, key: str, n: int) -> torch.Tensor:
+        """[T, H] fp32: the stored teacher rows in place, zeros at the rows training never reads."""
+        last = _read_features(f, f"{key}.last_hidden")
+        if self.teacher_steps is None:          # format 2: every row stored
+            return last
+        rows = teacher_rows(self._loss_mask(key), self.teacher_steps)
+        if rows.numel() != n or int(rows.sum()) != last.shape[0]:
+            raise ValueError(f"{key}.last_hidden holds {last.shape[0]} rows, its loss mask ({rows.numel()} tokens) "
+                             f"marks {int(rows.sum())}")
+        full = last.new_zeros(n, last.shape[-1])
+        full[rows] = last
+        return full
+
     def load(self, key: str) -> TargetFeatures:
         """One sample's features (fp32). DataError when its shard is bad: the caller skips the sample."""
         row = self._rows[key]
@@ -588,8 +698,9 @@ class FeatureStore:
                 self._verified.add(shard)
                 try:
                     with safe_open(str(self.path / shard), "pt") as f:
-                        aux, last = _read_features(f, f"{key}.aux"), _read_features(f, f"{key}.last_hidden")
-                        pos = f.get_tensor(f"{key}.positions")
+                        aux = _read_features(f, f"{key}.aux")
+                        last = self._last_hidden(f, key, aux.shape[0])
+                        pos = f.get_tensor(f"{key}.positions").to(torch.int64)
                     pos = pos[None] if pos.dim() == 1 else pos[:, None]          # [1, T] or [3, 1, T]
                     return TargetFeatures(aux=aux[None], last_hidden=last[None], positions=pos, head=self._head)
                 except Exception as e:  # noqa: BLE001
@@ -611,7 +722,7 @@ def _main(args) -> int:
     # it exits, and no rank then reads the folder while rank 0 is writing it
     if _rank_and_world()[0] == 0:
         check_output(args.output, args.target, aux, data=args.data, max_length=args.max_length,
-                     storage=args.storage, overwrite=args.overwrite)
+                     storage=args.storage, overwrite=args.overwrite, teacher_steps=args.ttt_steps)
     d = setup(args.device)                  # under torchrun: the process group dump_features' barriers use
     report = LoadReport()
     samples = load_samples(args.data, Tokenizer(args.target, fam), args.max_length, report, progress=d.main)
@@ -620,7 +731,8 @@ def _main(args) -> int:
             print(f"warning: {e}")
         print(f"data: {report.summary()}")
     dump_features(args.target, samples, args.output, aux, progress=d.main, data=args.data,
-                  max_length=args.max_length, device=str(d.device), storage=args.storage, overwrite=args.overwrite)
+                  max_length=args.max_length, device=str(d.device), storage=args.storage, overwrite=args.overwrite,
+                  teacher_steps=args.ttt_steps)
     return 0
 
 
@@ -639,6 +751,10 @@ def configure_parser(subparsers) -> argparse.ArgumentParser:
                     help="auto: cuda:LOCAL_RANK if available (bf16 target), else cpu (fp32)")
     df.add_argument("--storage", choices=STORAGES, default="bf16",
                     help="int8: about half the disk of bf16, under 1%% relative error (see the module doc)")
+    df.add_argument("--ttt-steps", type=int, default=TEACHER_STEPS, metavar="N",
+                    help="the longest TTT unroll you will train with (train --ttt-steps): the last hidden state is "
+                         "stored only where training reads it, before assistant tokens and up to N-1 tokens past "
+                         "an assistant turn (the simulated-acceptance chains); more steps keep the loss exact")
     df.add_argument("--overwrite", action="store_true",
                     help="start over in --output (deletes only the files a dump wrote there)")
     df.set_defaults(func=_main)
