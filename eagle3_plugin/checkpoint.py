@@ -37,8 +37,10 @@ WEIGHTS_NAME = "model.safetensors"
 # --------------------------------------------------------------------------------------------------- config
 def build_draft_config(target_cfg: Mapping[str, Any], *, family: TargetFamily | None = None,
                        aux_layer_ids: tuple[int, ...] | None = None, draft_vocab_size: int | None = None,
-                       norm_before_residual: bool = False, extra: Mapping[str, Any] | None = None) -> dict:
-    """The draft's config.json for a target (its config.json as a dict). Layer shapes copy one target layer."""
+                       norm_before_residual: bool = False, vllm_runner: str = "v1",
+                       extra: Mapping[str, Any] | None = None) -> dict:
+    """The draft's config.json for a target (its config.json as a dict). Layer shapes copy one target layer.
+    `vllm_runner`: the vLLM model runner whose draft positions it is trained on (families.draft_positions)."""
     fam = family or family_for_target(target_cfg)
     tc = fam.text_config(target_cfg)
     vocab = int(tc["vocab_size"])
@@ -68,15 +70,32 @@ def build_draft_config(target_cfg: Mapping[str, Any], *, family: TargetFamily | 
         "eagle_aux_hidden_state_layer_ids": list(aux),
         "eagle_config": {"eagle_aux_hidden_state_layer_ids": [i - 1 for i in aux], "use_aux_hidden_state": True},
         "torch_dtype": "bfloat16",
-        "eagle3_plugin": {"format_version": FORMAT_VERSION, "family": fam.name, "positions": fam.positions,
+        "eagle3_plugin": {"format_version": FORMAT_VERSION, "family": fam.name,
+                          "positions": fam.draft_positions(vllm_runner), "vllm_runner": vllm_runner,
                           "target_architecture": (target_cfg.get("architectures") or [None])[0],
                           "target_num_layers": fam.num_layers(target_cfg),
                           "placeholder_token_ids": list(fam.placeholder_token_ids(target_cfg))},
     }
-    cfg.update(fam.rope_for_draft(target_cfg))
+    cfg.update(fam.rope_for_draft(target_cfg, vllm_runner))
     if extra:
         cfg.update(extra)
     return cfg
+
+
+def declares_mrope(draft_cfg: Mapping[str, Any]) -> bool:
+    """Whether the engines feed this draft M-RoPE rows (vLLM's V1 runner and SGLang read ``mrope_section``)."""
+    return bool((draft_cfg.get("rope_scaling") or draft_cfg.get("rope_parameters") or {}).get("mrope_section"))
+
+
+def trained_positions(draft_cfg: Mapping[str, Any]) -> str:
+    """The positions a draft was trained on (families.py): recorded by our trainer, else what its rope says."""
+    recorded = (draft_cfg.get("eagle3_plugin") or {}).get("positions")
+    return recorded or ("mrope" if declares_mrope(draft_cfg) else "1d")
+
+
+def trained_runner(draft_cfg: Mapping[str, Any]) -> str:
+    """The vLLM model runner a draft's positions are for (drafts written before it was recorded: V1)."""
+    return (draft_cfg.get("eagle3_plugin") or {}).get("vllm_runner") or "v1"
 
 
 def check_aux_layer_ids(ids: tuple[int, ...] | list[int], num_layers: int) -> None:
@@ -448,15 +467,21 @@ def _check_against_target(cfg, target_cfg, fam: TargetFamily, where) -> list[Fin
     arch = (cfg.get("architectures") or [""])[0]
     if dfam is None and arch not in fam.compatible_draft_architectures and arch != fam.draft_architecture:
         out.append(Finding("warning", f"{where}: architecture {arch!r} is not one we know for {fam.name} targets"))
-    wants_mrope = bool((cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}).get("mrope_section"))
-    if fam.positions == "mrope" and not wants_mrope and dfam is not None:
+    wants_mrope = declares_mrope(cfg)
+    trained = trained_positions(cfg)
+    if dfam is not None and trained != fam.draft_positions(trained_runner(cfg)):
+        out.append(Finding("error", f"{where}: positions {trained!r} are not what {fam.name} drafts get on "
+                                    f"vLLM's {trained_runner(cfg)} runner"))
+    elif trained == "mrope" and not wants_mrope:
         out.append(Finding("error", f"{where}: {fam.name} drafts are trained on M-RoPE positions but the config "
                                     f"declares no rope_scaling.mrope_section, so engines feed 1-D positions"))
-    if fam.positions != "mrope" and wants_mrope:
-        out.append(Finding("error", f"{where}: mrope_section declared but {fam.name} drafts use 1-D positions"))
+    elif trained != "mrope" and wants_mrope:
+        out.append(Finding("error", f"{where}: mrope_section declared but this draft was trained on "
+                                    f"{trained!r} positions"))
     return out
 
 
 __all__ = ["build_draft_config", "save_draft", "load_draft", "read_config", "read_folder_config", "validate",
            "validate_tensors", "check_config_fields", "REQUIRED_FIELDS", "expected_shapes", "aux_layer_ids",
+           "declares_mrope", "trained_positions", "trained_runner",
            "check_aux_layer_ids", "Finding", "FAMILIES"]

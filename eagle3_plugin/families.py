@@ -13,6 +13,11 @@ Conventions (the same in vLLM and in our trainer):
       ``"1d"``     plain running index (text, Qwen2-Audio);
       ``"mrope"``  the target's 3-row M-RoPE ids (Qwen3-VL); the draft config then declares ``mrope_section``;
       ``"row0"``   row 0 of the target's multi-axis ids, which for HunYuanVL's XD-RoPE is the running index.
+    Only for ``"mrope"`` does the serving runner matter (``draft_positions``): vLLM's V1 runner hands the draft
+    the target's M-RoPE rows (``v1/spec_decode/llm_base_proposer.py`` ``_set_positions``), its V2 runner (the GPU
+    default) the running index (``v1/worker/gpu/spec_decode/target_dependent_ar/speculator.py``
+    ``prepare_prefill_inputs`` copies ``input_batch.positions``; only the target reads ``mm/rope.py``'s RopeState).
+    A draft is trained for one of them (``eagle3-train train --vllm-runner``) and refuses to load on the other.
   * media placeholder tokens are embedded with the (frozen) target text embedding and never trained on.
 """
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+VLLM_RUNNERS = ("v1", "v2")      # vLLM's model runners, as `VllmConfig.use_v2_model_runner` picks them
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,20 @@ class TargetFamily:
         """The aux layer ids a draft for this target uses: the user's `chosen` ids, else the defaults."""
         return tuple(int(i) for i in chosen) if chosen else self.default_aux_layer_ids(cfg)
 
-    def rope_for_draft(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    def draft_positions(self, vllm_runner: str = "v1") -> str:
+        """The positions a draft trained for `vllm_runner` receives: an M-RoPE family's draft gets the running
+        index ("1d") on V2, which never hands a draft M-RoPE rows; every other family's are the same on both."""
+        if vllm_runner not in VLLM_RUNNERS:
+            raise ValueError(f"vllm_runner must be one of {VLLM_RUNNERS}, got {vllm_runner!r}")
+        return "1d" if self.positions == "mrope" and vllm_runner == "v2" else self.positions
+
+    def rope_for_draft(self, cfg: Mapping[str, Any], vllm_runner: str = "v1") -> dict[str, Any]:
         """Rotary settings for the draft's config.json; the trainer reads them back from there."""
         tc = self.text_config(cfg)
         rp = dict(tc.get("rope_parameters") or tc.get("rope_scaling") or {})
         theta = float(rp.get("rope_theta", tc.get("rope_theta", 10000.0)))
         out: dict[str, Any] = {"rope_theta": theta}
-        if self.positions == "mrope":
+        if self.draft_positions(vllm_runner) == "mrope":
             section = rp.get("mrope_section")
             if not section:
                 raise ValueError(f"{self.name} target config has no mrope_section in its rope parameters")

@@ -89,7 +89,7 @@ def _add_bench(sub) -> None:
                       "the draft, side by side (vLLM offline, vllm serve, SGLang); sweeps",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Runs the same prompts without and with the EAGLE-3 draft, one engine at a time, and writes "
-                    "OUTPUT/report.json, report.md and report.png.",
+                    "OUTPUT/report.json, report.md and report.png (and report-tree.png for an SGLang tree sweep).",
         epilog="examples:\n"
                "  eagle3-train bench --engine vllm --target T --draft D --num-spec-tokens 1 2 3 4\n"
                "  eagle3-train bench --engine vllm-serve --target T --draft D --data prompts.jsonl\n"
@@ -116,7 +116,9 @@ def _add_bench(sub) -> None:
     b.add_argument("--topk", type=int, nargs="+", default=[4], help="SGLang --speculative-eagle-topk (sweep)")
     b.add_argument("--draft-tokens", type=int, nargs="+", default=[16],
                    help="SGLang --speculative-num-draft-tokens (sweep)")
-    b.add_argument("--max-num-seqs", type=int, default=1, help="concurrent requests (and engine batch limit)")
+    b.add_argument("--max-num-seqs", type=int, nargs="+", default=[1],
+                   help="concurrent requests (and the engine's batch limit); several values = a sweep, each "
+                        "speculative run compared with the baseline at its own concurrency")
     b.add_argument("--tp", type=int, default=1, help="tensor parallel size")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--repeats", type=int, default=1, help="time each configuration N times, keep the fastest")

@@ -26,7 +26,8 @@ def target_config(target: Path) -> dict:
 
 
 def random_draft(target: Path, out: Path, seed: int = 1, const: bool = False, architecture: str | None = None,
-                 aux_layer_ids=None, draft_vocab_size: int | None = None, published_layout: bool = False) -> Path:
+                 aux_layer_ids=None, draft_vocab_size: int | None = None, published_layout: bool = False,
+                 vllm_runner: str = "v1") -> Path:
     """A draft in our checkpoint format with random weights (const=True zeroes the final norm, so the draft always
     proposes draft id 0). Written with the same writer the trainer uses.
     published_layout=True writes the layout of AngelSlim's released EAGLE-3 drafts instead: architecture
@@ -35,7 +36,8 @@ def random_draft(target: Path, out: Path, seed: int = 1, const: bool = False, ar
     if (out / "config.json").exists():
         return out
     tcfg = target_config(target)
-    cfg = build_draft_config(tcfg, aux_layer_ids=aux_layer_ids, draft_vocab_size=draft_vocab_size)
+    cfg = build_draft_config(tcfg, aux_layer_ids=aux_layer_ids, draft_vocab_size=draft_vocab_size,
+                             vllm_runner=vllm_runner)
     if architecture:
         cfg["architectures"] = [architecture]
     if published_layout:

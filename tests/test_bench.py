@@ -72,6 +72,7 @@ def test_sglang_tree_sweep_report(tmp_path, text_target):
     assert "TTFT p50 s | TPOT mean ms | ITL mean ms" in md and "NOT LOSSLESS" not in md
     assert "`topk` is not the tree width" in md and "acceptance LENGTH" in md and "| 3-4-8 |" in md
     assert (tmp_path / "r" / "report.png").stat().st_size > 10_000
+    assert (tmp_path / "r" / "report-tree.png").stat().st_size > 10_000     # steps x topk heat-map
 
 
 def test_sglang_running_server(tmp_path, text_target):
@@ -207,3 +208,29 @@ def test_offline_latencies_from_vllm_timestamps():
         outputs=[types.SimpleNamespace(token_ids=list(range(n)))])
     prefill, e2e, tpot = _latencies([out(5, 10.0, 10.5, 12.5), out(1, 10.0, 11.0, 11.0)])
     assert prefill == [0.5, 1.0] and e2e == [2.5, 1.0] and tpot == [0.5]     # one token: no TPOT
+
+
+def test_concurrency_sweep_compares_each_run_with_its_own_baseline(tmp_path, text_target):
+    """--max-num-seqs 1 3: every configuration at each concurrency (the launched server's limit and the client's
+    parallel requests), speedup against the baseline at the same concurrency, and the tree heat-map per panel."""
+    rep, md, _ = _bench(["--engine", "sglang", "--target", str(text_target), "--draft", str(text_target),
+                         "--steps", "2", "3", "--topk", "1", "--draft-tokens", "8", "--max-num-seqs", "1", "3",
+                         "--server-cmd", f"{sys.executable} {HERE / 'fake_sglang_server.py'}",
+                         "--server-arg=--token-delay-ms=1"], tmp_path / "r")
+    runs = {r["label"]: r for r in rep["runs"]}
+    assert list(runs) == ["baseline @1", "2-1-8 @1", "3-1-8 @1", "baseline @3", "2-1-8 @3", "3-1-8 @3"]
+    for label, r in runs.items():
+        seqs = int(label.split("@")[1])
+        assert r["config"]["max_num_seqs"] == seqs
+        if not label.startswith("baseline"):
+            base = runs[f"baseline @{seqs}"]
+            assert r["speedup"] == pytest.approx(r["tokens_per_s"] / base["tokens_per_s"])
+            assert r["lossless"] is True
+    logs = sorted(p.name for p in (tmp_path / "r" / "server-logs").iterdir())
+    assert "sglang-2-1-8@3.log" in logs and "sglang-baseline@1.log" in logs
+    from eagle3_plugin.bench import BenchConfig
+    from eagle3_plugin.bench.server import SglangServer
+    cmd = SglangServer(BenchConfig(engine="sglang", target="T"), tmp_path / "log", max_num_seqs=3).command(1)
+    assert cmd[cmd.index("--max-running-requests") + 1] == "3"
+    assert (tmp_path / "r" / "report-tree.png").stat().st_size > 10_000
+    assert "| 3-1-8 @3 |" in md

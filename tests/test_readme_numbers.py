@@ -1,5 +1,5 @@
 """README figures are rendered from results files, not typed: each measured block equals what its benchmark's
-`--table` renders from benchmarks/results/ (recipes, storage, packing, streaming)."""
+`--table` renders from benchmarks/results/ (recipes, storage, packing, streaming, runners)."""
 import sys
 from pathlib import Path
 
@@ -10,7 +10,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 # README marker -> (benchmark module, a cell that shows its results file was there)
 BLOCKS = {"recipes": ("recipes", "| ours |"), "storage": ("feature_storage", "`--storage int8`"),
-          "packing": ("packing", "packed / one-by-one"), "streaming": ("streaming", "| streamed (now) |")}
+          "packing": ("packing", "packed / one-by-one"), "streaming": ("streaming", "| streamed (now) |"),
+          "runners": ("runner_positions", "| `--vllm-runner v2` |")}
 
 
 @pytest.mark.parametrize("marker", sorted(BLOCKS))

@@ -42,6 +42,9 @@ class TrainConfig:
                                                   "'{\"enable_thinking\": false}'")
     serve_engine: str = _opt("vllm", "the engine whose chat rendering the samples reproduce",
                              choices=("vllm", "sglang"))
+    vllm_runner: str = _opt("v1", "the vLLM model runner the draft will be served on, whose positions it trains "
+                                  "on: v1 (CPU; GPU with VLLM_USE_V2_MODEL_RUNNER=0) or v2 (the GPU default). "
+                                  "Only Qwen3-VL drafts differ; SGLang serves either", choices=("v1", "v2"))
     render_check: int = _opt(4, "conversations rendered through vLLM's own chat code at start-up and compared "
                                 "token by token (0: off; needs vllm installed)")
     lr: float = _opt(1e-3, "peak learning rate (AdamW over fp32 master weights)")
@@ -75,7 +78,8 @@ class TrainConfig:
 
 # Fields whose change makes a re-run a different run (refused unless --overwrite); the rest may change on resume.
 # The target, data and features count by content (run_identity), so moving a file does not break a resume.
-RUN_IDENTITY = ("eval_fraction", "max_length", "chat_template", "chat_template_kwargs", "serve_engine", "lr", "min_lr_ratio",
+RUN_IDENTITY = ("eval_fraction", "max_length", "chat_template", "chat_template_kwargs", "serve_engine", "vllm_runner",
+                "lr", "min_lr_ratio",
                 "warmup_steps", "batch_size", "ttt_steps", "ttt_decay", "draft_vocab_size", "lm_head_init",
                 "grad_clip", "seed", "aux_layer_ids", "deepspeed", "max_steps", "num_epochs")
 PATH_FIELDS = ("data", "features", "eval_data")

@@ -287,7 +287,7 @@ class InitDraftError(SystemExit):
 
 
 def init_from_draft(target_cfg: Mapping[str, Any], embed_weight: torch.Tensor, draft_dir,
-                    aux_layer_ids: tuple[int, ...] | None = None) -> Eagle3Draft:
+                    aux_layer_ids: tuple[int, ...] | None = None, vllm_runner: str = "v1") -> Eagle3Draft:
     """Fine-tune start: this target's draft config (the family's architecture and positions) carrying the weights
     and draft vocab of an existing EAGLE-3 draft — ours, or a published one in the Llama EAGLE-3 layout
     (`LlamaForCausalLMEagle3` / `Eagle3LlamaForCausalLM`). Its aux layers are kept (its fc was trained on them):
@@ -302,7 +302,8 @@ def init_from_draft(target_cfg: Mapping[str, Any], embed_weight: torch.Tensor, d
     dvocab = int(src_cfg.get("draft_vocab_size") or src_cfg.get("vocab_size") or 0)
     try:
         cfg = build_draft_config(target_cfg, aux_layer_ids=tuple(aux), draft_vocab_size=dvocab or None,
-                                 norm_before_residual=bool(src_cfg.get("norm_before_residual", False)))
+                                 norm_before_residual=bool(src_cfg.get("norm_before_residual", False)),
+                                 vllm_runner=vllm_runner)
     except ValueError as e:
         raise InitDraftError(f"{where}: {e}") from None
     want = expected_shapes(cfg)

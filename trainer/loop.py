@@ -108,11 +108,12 @@ def train(cfg: TrainConfig) -> dict:
     #        resume if a state is there
     embed, head = source.embed_and_head()
     if cfg.init_draft:                      # its weights and its draft vocab
-        draft = init_from_draft(target_cfg, embed, cfg.init_draft, tuple(source.aux_ids)).to(dist.device)
+        draft = init_from_draft(target_cfg, embed, cfg.init_draft, tuple(source.aux_ids),
+                                cfg.vllm_runner).to(dist.device)
         ids = draft.draft_ids.cpu()
     else:
         draft = init_draft(target_cfg, embed, head if cfg.lm_head_init == "target" else None, ids, seed=cfg.seed,
-                           aux_layer_ids=tuple(source.aux_ids)).to(dist.device)
+                           aux_layer_ids=tuple(source.aux_ids), vllm_runner=cfg.vllm_runner).to(dist.device)
     updater = Updater(draft, cfg.lr, cfg.grad_clip, cfg.batch_size, dist, cfg.deepspeed)
     total = cfg.max_steps or max(1, len(train_items) // cfg.batch_size) * cfg.num_epochs
     hist = state.History()

@@ -14,6 +14,7 @@ from .batching import stack_features, target_inputs
 from .data import DataError, LoadReport, Tokenizer, token_frequencies
 from .fidelity import check_data, require_same_prompts, vllm_available
 from .stream import StreamedSamples, index_jsonl
+from .target import served_positions
 
 
 def template_kwargs_of(cfg) -> dict | None:
@@ -34,6 +35,7 @@ def template_kwargs_of(cfg) -> dict | None:
 class FeatureSource:
     def __init__(self, cfg, family, target_cfg: dict, device: torch.device, report: LoadReport, progress: bool):
         self.offline = cfg.features is not None
+        self.draft_positions = family.draft_positions(cfg.vllm_runner)
         self.report = report
         self.bad_keys: set[str] = set()      # samples whose shard failed: reported and counted once
         if self.offline:
@@ -84,7 +86,8 @@ class FeatureSource:
         """(samples, their padded target features) for a micro-batch; samples whose feature shard is bad are
         dropped (reported and counted once); None if none is left."""
         if not self.offline:
-            return samples, self.target.features(target_inputs(samples), self.aux_ids)
+            return samples, served_positions(self.target.features(target_inputs(samples), self.aux_ids),
+                                             self.draft_positions)
         kept, feats = [], []
         for s in samples:
             if s.id in self.bad_keys:
@@ -98,4 +101,4 @@ class FeatureSource:
                 self.report.kept -= 1
         if not kept:
             return None
-        return kept, stack_features(feats, max(s.num_tokens for s in kept))
+        return kept, served_positions(stack_features(feats, max(s.num_tokens for s in kept)), self.draft_positions)

@@ -6,7 +6,8 @@ layer L (a forward pre-hook on that layer). For Qwen3-VL this includes the deeps
 
 Positions are the ones the engines feed the draft (families.py): the target's own 3-row M-RoPE ids for Qwen3-VL
 (captured from what the language model receives), row 0 of HunYuanVL's XD-RoPE ids (= the running index), and the
-running index for text and audio targets.
+running index for text and audio targets. Features keep the M-RoPE rows; `served_positions` turns them into what a
+draft trained for vLLM's V2 runner gets (the running index), so one dump serves drafts for either runner.
 """
 from __future__ import annotations
 
@@ -59,6 +60,16 @@ class TargetFeatures:
     def logits(self) -> torch.Tensor:
         """Full-vocab target logits (fp32). Training never builds them: see ttt.target_distribution."""
         return self.last_hidden.float() @ self.head.float().T
+
+
+def served_positions(features: TargetFeatures, draft_positions: str) -> TargetFeatures:
+    """`features` with the positions a draft trained on `draft_positions` (families.draft_positions) receives:
+    every scheme but "mrope" is the running index (rows are right-padded, so it is right for each row)."""
+    if draft_positions == "mrope" or features.positions.dim() == 2:
+        return features
+    _, B, T = features.positions.shape
+    running = torch.arange(T, device=features.positions.device).expand(B, T).clone()
+    return TargetFeatures(aux=features.aux, last_hidden=features.last_hidden, positions=running, head=features.head)
 
 
 class _HeadInput(torch.nn.Module):

@@ -200,7 +200,7 @@ class BenchConfig:
     output_len: int = 128
     temperature: float = 0.0
     num_spec_tokens: list[int] = field(default_factory=lambda: [3])
-    max_num_seqs: int = 1
+    max_num_seqs: list[int] = field(default_factory=lambda: [1])    # concurrency sweep (one int: one value)
     tp: int = 1
     seed: int = 0
     repeats: int = 1
@@ -214,6 +214,15 @@ class BenchConfig:
     extra_args: list[str] = field(default_factory=list)               # passed to every launched server
     output: str = "bench-report"
     plot: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.max_num_seqs, int):
+            self.max_num_seqs = [self.max_num_seqs]
+        self.max_num_seqs = [max(1, int(c)) for c in self.max_num_seqs]
+
+    def concurrency(self) -> list[tuple[int, str]]:
+        """(max_num_seqs, label suffix) per sweep value; a single value keeps the plain labels."""
+        return [(c, f" @{c}" if len(self.max_num_seqs) > 1 else "") for c in self.max_num_seqs]
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -238,13 +247,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     else:
         raise SystemExit(f"unknown engine {cfg.engine!r}: choose vllm, vllm-serve or sglang")
     runs = run_all(cfg, chats, family.name if family else "text")
-    baseline = next((r for r in runs if r.spec is None), None)
+    baselines = {r.config.get("max_num_seqs"): r for r in runs if r.spec is None}   # one per concurrency
+    baseline_of = lambda r: baselines.get(r.config.get("max_num_seqs"))            # noqa: E731
     greedy = cfg.temperature == 0
-    decode = _decoder(cfg.target) if greedy and baseline and any(
-        r.outputs != baseline.outputs for r in runs) else None
+    decode = _decoder(cfg.target) if greedy and any(
+        baseline_of(r) and r.outputs != baseline_of(r).outputs for r in runs) else None
     rep = {"engine": cfg.engine, "target": cfg.target, "draft": cfg.draft, "settings": _settings(cfg),
            "environment": report.environment(cfg, runs),     # after the runs: never touch a GPU before them
-           "prompts": len(chats), "runs": [summarise(r, baseline, greedy, cfg.draft, chats, decode) for r in runs]}
+           "prompts": len(chats), "runs": [summarise(r, baseline_of(r), greedy, cfg.draft, chats, decode) for r in runs]}
     report.write(rep, Path(cfg.output), plot=cfg.plot)
     return rep
 

@@ -169,12 +169,53 @@ def draw_png(rep: dict, path: Path) -> Path | None:
     return path
 
 
+def draw_tree_heatmap(rep: dict, path: Path) -> Path | None:
+    """SGLang tree sweeps: acceptance length (and speedup) over steps x topk, one panel per draft_tokens (and
+    concurrency), so the shape of the sweep is visible at a glance (seed 004's table as a picture)."""
+    tree = [r for r in rep["runs"] if {"steps", "topk", "draft_tokens"} <= set(r.get("config") or {})
+            and r.get("acceptance_length") is not None]
+    steps = sorted({r["config"]["steps"] for r in tree})
+    topks = sorted({r["config"]["topk"] for r in tree})
+    if len(steps) * len(topks) < 2:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    panels = sorted({(r["config"]["draft_tokens"], r["config"].get("max_num_seqs", 1)) for r in tree})
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.9 * len(topks) * len(panels) + 1.5 * len(panels),
+                                                      1.4 + 0.6 * len(steps)), squeeze=False)
+    lo, hi = min(r["acceptance_length"] for r in tree), max(r["acceptance_length"] for r in tree)
+    for ax, (n, seqs) in zip(axes[0], panels):
+        grid = np.full((len(steps), len(topks)), np.nan)
+        for r in tree:
+            c = r["config"]
+            if (c["draft_tokens"], c.get("max_num_seqs", 1)) == (n, seqs):
+                i, j = steps.index(c["steps"]), topks.index(c["topk"])
+                grid[i, j] = r["acceptance_length"]
+                sp = r.get("speedup")
+                ax.text(j, i, f"{r['acceptance_length']:.2f}" + (f"\n{sp:.2f}x" if sp else ""), ha="center",
+                        va="center", fontsize=8)
+        im = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=hi, aspect="auto", origin="lower", alpha=0.8)
+        ax.set_xticks(range(len(topks)), [str(t) for t in topks])
+        ax.set_yticks(range(len(steps)), [str(s) for s in steps])
+        ax.set(xlabel="topk", ylabel="steps", title=f"draft_tokens {n}" + (f", max_num_seqs {seqs}"
+                                                                          if len(panels) > 1 else ""))
+    fig.colorbar(im, ax=list(axes[0]), label="acceptance length")
+    fig.suptitle(f"SGLang tree sweep: acceptance length (speedup): {Path(str(rep['target'])).name}", fontsize=10,
+                 y=1.06)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def write(rep: dict, out: Path, plot: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
     md = markdown(rep)
     (out / "report.md").write_text(md)
     png = draw_png(rep, out / "report.png") if plot else None
+    heat = draw_tree_heatmap(rep, out / "report-tree.png") if plot and png else None
     print(md)
-    print(f"reports: {out / 'report.json'}, {out / 'report.md'}" + (f", {png}" if png else ""))
+    print(f"reports: {out / 'report.json'}, {out / 'report.md'}" + "".join(f", {p}" for p in (png, heat) if p))
     return rep

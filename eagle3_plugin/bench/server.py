@@ -140,6 +140,7 @@ def sglang_counts(results: list[dict], base_url: str, draft_tokens: int | None, 
 
 
 def measure(base_url: str, chats, cfg, label: str, config: dict, kind: str, spec: bool) -> Run:
+    """The chats sent `config["max_num_seqs"]` at a time (the server's own limit when it was launched here)."""
     model = served_model(base_url)
     sglang = kind == "sglang"
     ask = lambda m: stream_chat(base_url, model, m, cfg.output_len, cfg.temperature, cfg.seed, sglang)  # noqa: E731
@@ -148,7 +149,7 @@ def measure(base_url: str, chats, cfg, label: str, config: dict, kind: str, spec
     for _ in range(max(1, cfg.repeats)):
         before = vllm_counters(base_url) if spec and not sglang else None
         t = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=max(1, cfg.max_num_seqs)) as pool:
+        with ThreadPoolExecutor(max_workers=config.get("max_num_seqs", cfg.max_num_seqs[0])) as pool:
             results = list(pool.map(ask, chats))
         wall = time.perf_counter() - t
         after = vllm_counters(base_url) if spec and not sglang else None
@@ -175,8 +176,8 @@ def measure(base_url: str, chats, cfg, label: str, config: dict, kind: str, spec
 class SglangServer:
     """``python -m sglang.launch_server`` (or --server-cmd) with the EAGLE-3 flags, on a free loopback port."""
 
-    def __init__(self, cfg, log, draft=None, steps=None, topk=None, draft_tokens=None):
-        self.cfg, self.log_path, self.draft = cfg, log, draft
+    def __init__(self, cfg, log, draft=None, steps=None, topk=None, draft_tokens=None, max_num_seqs=1):
+        self.cfg, self.log_path, self.draft, self.max_num_seqs = cfg, log, draft, max_num_seqs
         self.steps, self.topk, self.draft_tokens = steps, topk, draft_tokens
 
     def command(self, port: int) -> list[str]:
@@ -184,7 +185,7 @@ class SglangServer:
                                                                              "sglang.launch_server"]
         cmd = base + ["--model-path", str(self.cfg.target), "--host", "127.0.0.1", "--port", str(port),
                       "--tp-size", str(self.cfg.tp), "--random-seed", str(self.cfg.seed),
-                      "--max-running-requests", str(max(self.cfg.max_num_seqs, 1)),
+                      "--max-running-requests", str(self.max_num_seqs),
                       "--context-length", str(self.cfg.max_model_len)]
         if self.draft:
             cmd += ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", str(self.draft),
@@ -205,27 +206,37 @@ class SglangServer:
 
 def run_all(cfg, chats, family: str) -> list[Run]:
     from pathlib import Path
-    from eagle3_plugin.launch import VllmServer
     kind = "sglang" if cfg.engine == "sglang" else "vllm"
     logs = Path(cfg.output) / "server-logs"
     runs = []
+    for seqs, suffix in cfg.concurrency():
+        runs += _runs_at(cfg, chats, kind, logs, seqs, suffix)
+    return runs
+
+
+def _runs_at(cfg, chats, kind: str, logs, seqs: int, suffix: str) -> list[Run]:
+    """The baseline and every draft configuration at one concurrency (servers launched one at a time)."""
+    from eagle3_plugin.launch import VllmServer
+    at = {"max_num_seqs": seqs}
+    runs = []
     if cfg.url or cfg.baseline_url:           # servers the user started: one configuration each
         if cfg.baseline_url:
-            runs.append(measure(cfg.baseline_url, chats, cfg, "baseline", {}, kind, spec=False))
+            runs.append(measure(cfg.baseline_url, chats, cfg, "baseline" + suffix, at, kind, spec=False))
         if cfg.url:
-            runs.append(measure(cfg.url, chats, cfg, "eagle3", {"url": cfg.url}, kind, spec=True))
+            runs.append(measure(cfg.url, chats, cfg, "eagle3" + suffix, {"url": cfg.url, **at}, kind, spec=True))
         return runs
     if not cfg.target:
         raise SystemExit("give --target (and --draft) to launch servers, or --url / --baseline-url for running ones")
     if kind == "vllm":
-        extra = ["--max-num-seqs", str(max(cfg.max_num_seqs, 1)), "--max-model-len", str(cfg.max_model_len),
+        extra = ["--max-num-seqs", str(seqs), "--max-model-len", str(cfg.max_model_len),
                  "--tensor-parallel-size", str(cfg.tp), "--seed", str(cfg.seed)]
         configs = [("baseline", {}, None)] + ([(f"k={k}", {"num_speculative_tokens": k}, k)
                                                for k in cfg.num_spec_tokens] if cfg.draft else [])
         for label, config, k in configs:
-            with VllmServer(cfg.target, logs / f"vllm-{label}.log", draft=cfg.draft if k else None, k=k or 0,
-                            extra=extra + list(cfg.extra_args)) as srv:
-                runs.append(measure(srv.base_url.removesuffix("/v1"), chats, cfg, label, config, kind, bool(k)))
+            with VllmServer(cfg.target, logs / f"vllm-{label}{suffix.strip()}.log", draft=cfg.draft if k else None,
+                            k=k or 0, extra=extra + list(cfg.extra_args)) as srv:
+                runs.append(measure(srv.base_url.removesuffix("/v1"), chats, cfg, label + suffix, {**config, **at},
+                                    kind, bool(k)))
         return runs
     configs = [("baseline", {}, None)]
     if cfg.draft:
@@ -233,6 +244,7 @@ def run_all(cfg, chats, family: str) -> list[Run]:
                     for s in cfg.steps for t in cfg.topk for n in cfg.draft_tokens]
     for label, config, tree in configs:
         s, t, n = tree or (None, None, None)
-        with SglangServer(cfg, logs / f"sglang-{label}.log", cfg.draft if tree else None, s, t, n) as srv:
-            runs.append(measure(srv.base_url, chats, cfg, label, config, kind, bool(tree)))
+        with SglangServer(cfg, logs / f"sglang-{label}{suffix.strip()}.log", cfg.draft if tree else None, s, t, n,
+                          seqs) as srv:
+            runs.append(measure(srv.base_url, chats, cfg, label + suffix, {**config, **at}, kind, bool(tree)))
     return runs

@@ -139,17 +139,18 @@ def run_one(llm, chats, sampling, label: str, config: dict, k: int | None, repea
 
 
 def run_all(cfg, chats, family: str) -> list[Run]:
+    """Per concurrency value: the baseline, then each k (one engine at a time)."""
     from vllm import SamplingParams
     sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.output_len, seed=cfg.seed)
-    common = dict(max_num_seqs=cfg.max_num_seqs, tensor_parallel_size=cfg.tp,
-                  max_model_len=cfg.max_model_len, seed=cfg.seed)
     runs = []
-    llm = make_llm(cfg.target, **common)
-    runs.append(run_one(llm, chats, sampling, "baseline", {}, None, cfg.repeats))
-    shutdown(llm)
-    if cfg.draft:
-        for k in cfg.num_spec_tokens:
+    for seqs, suffix in cfg.concurrency():
+        common = dict(max_num_seqs=seqs, tensor_parallel_size=cfg.tp, max_model_len=cfg.max_model_len, seed=cfg.seed)
+        llm = make_llm(cfg.target, **common)
+        runs.append(run_one(llm, chats, sampling, "baseline" + suffix, {"max_num_seqs": seqs}, None, cfg.repeats))
+        shutdown(llm)
+        for k in cfg.num_spec_tokens if cfg.draft else []:
             llm = make_llm(cfg.target, cfg.draft, k=k, **common)
-            runs.append(run_one(llm, chats, sampling, f"k={k}", {"num_speculative_tokens": k}, k, cfg.repeats))
+            runs.append(run_one(llm, chats, sampling, f"k={k}{suffix}",
+                                {"num_speculative_tokens": k, "max_num_seqs": seqs}, k, cfg.repeats))
             shutdown(llm)
     return runs

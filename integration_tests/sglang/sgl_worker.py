@@ -665,7 +665,14 @@ def qwen3_vl_target():
     inputs = hf_proc(text=[text], images=[image], return_tensors="pt")
     feats = Target(path).features(dict(inputs), trainer_ids)
     H = hidden.shape[-1]
-    return {"unwritten_params": unwritten, "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
+    # a draft trained for vLLM's V2 runner declares no mrope_section, so SGLang's llama_eagle3 keeps the
+    # ForwardBatch positions, which ForwardBatch.init_new computes with compute_position (the CPU path)
+    from sglang.srt.model_executor.forward_batch_info import compute_position_torch
+    from eagle3_plugin.trainer.target import served_positions
+    running, _ = compute_position_torch(torch.tensor([0]), torch.tensor([ids.numel()]))
+    return {"unwritten_params": unwritten,
+            "draft_running_positions_equal_trainer_v2": bool(torch.equal(running,
+                                                                         served_positions(feats, "1d").positions[0])), "input_ids_equal_hf": inputs["input_ids"][0].tolist() == out.input_ids,
             "trainer_aux_maxdiff": {i: maxdiff(aux[j], feats.aux[0, :, j * H:(j + 1) * H])
                                     for j, i in enumerate(trainer_ids)},
             "logits_maxdiff": maxdiff(hidden @ head.weight[:feats.head.shape[0]].T, feats.logits()[0]),

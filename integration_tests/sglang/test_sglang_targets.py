@@ -72,3 +72,4 @@ def test_qwen3_vl_native_capture_matches_trainer(targets):
     assert max(r["trainer_aux_maxdiff"].values()) < TOL, r     # ids 1-2 are inside the deepstack range
     assert r["logits_maxdiff"] < TOL, r
     assert r["mrope_rows_distinct"] and r["draft_mrope_rows_equal_trainer"]
+    assert r["draft_running_positions_equal_trainer_v2"]      # a `--vllm-runner v2` draft is right on SGLang too
