@@ -11,6 +11,9 @@ from packaging.version import Version
 
 # Engine versions the plugin registers into: lowest supported <= version < first unsupported.
 SUPPORTED = {"vllm": ("0.16", "0.34"), "sglang": ("0.5.14", "0.5.24")}
+# The releases whose test suites passed (scripts/matrix.sh -> benchmarks/results/matrix.json; a test keeps the two
+# equal): a version inside SUPPORTED but not here works by interpolation only, and `eagle3-train doctor` says so.
+TESTED = {"vllm": ("0.32.0",), "sglang": ("0.5.23",)}
 
 
 @dataclass
@@ -57,7 +60,20 @@ def version_problem(engine: str, version: str) -> str | None:
         return f"{engine} version {version!r} cannot be parsed"
     if Version(lo) <= v < Version(hi):
         return None
-    return f"{engine} {version} is outside the supported range >={lo},<{hi}"
+    return (f"{engine} {version} is outside the supported range >={lo},<{hi} (tested: "
+            f"{', '.join(TESTED[engine])})")
+
+
+def untested_note(engine: str, version: str) -> str | None:
+    """None if this release's tests passed (TESTED), else a note naming the ones that did."""
+    try:
+        v = base_version(version)
+    except Exception:  # noqa: BLE001 - unparsable: version_problem already says so
+        return None
+    if any(v == Version(t) for t in TESTED[engine]):
+        return None
+    return (f"{engine} {version} was never tested with this eagle3-plugin (tested: {', '.join(TESTED[engine])}; "
+            f"scripts/matrix.sh tests a version)")
 
 
 def missing(module: str, *attrs: str) -> str | None:

@@ -29,8 +29,13 @@ def run(engines: list[str] | None = None) -> int:
     for group, eps in entry_points_found().items():
         print(f"  entry points [{group}]: {', '.join(eps) or 'NONE (is the package installed?)'}")
     status = 0
+    from .compat import untested_note
     for engine in engines:
-        print(f"\n{engine}: {_version(engine)}")
+        version = _version(engine)
+        print(f"\n{engine}: {version}")
+        note = untested_note(engine, version) if not version.startswith("not importable") else None
+        if note:
+            print(f"  warning    {note}")
         try:
             adapter = importlib.import_module(f"eagle3_plugin.{engine}")
             # SGLang items attach when SGLang imports the modules they patch: full_report() imports them all

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def run_py(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     import os
@@ -62,7 +64,10 @@ print("REPORT", [(i.name, i.status, i.reason) for i in adapter.REPORT])
 def test_vllm_entry_point_with_unsupported_version_registers_nothing():
     r = run_py(WRONG_VERSION.format(mod="vllm", ep="vllm", version="0.11.0"))
     assert r.returncode == 0, r.stderr
-    assert "vLLM 0.11.0 is outside the supported range >=0.16,<0.34" in r.stdout + r.stderr
+    from eagle3_plugin.compat import SUPPORTED, TESTED
+    lo, hi = SUPPORTED["vllm"]
+    assert (f"vLLM 0.11.0 is outside the supported range >={lo},<{hi} (tested: {', '.join(TESTED['vllm'])})"
+            in r.stdout + r.stderr)
     assert "REPORT [('vllm', 'skipped'" in r.stdout
 
 
@@ -70,6 +75,22 @@ def test_sglang_entry_point_with_unsupported_version_registers_nothing():
     r = run_py(WRONG_VERSION.format(mod="sglang", ep="sglang", version="0.4.10"))
     assert r.returncode == 0, r.stderr
     assert "SGLang 0.4.10 is outside the supported range" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_a_version_in_range_but_never_tested_is_named(engine):
+    """Registration and `eagle3-train doctor` say when the engine's release is not one the matrix tested."""
+    from packaging.version import Version
+    from eagle3_plugin.compat import SUPPORTED, TESTED, untested_note
+    lo, hi = SUPPORTED[engine]
+    major, minor, *_ = Version(lo).release
+    candidates = [f"{major}.{minor}.{p}" for p in range(1, 30)] + [f"{major}.{minor + m}.0" for m in range(1, 20)]
+    version = next(v for v in candidates if Version(lo) <= Version(v) < Version(hi) and v not in TESTED[engine])
+    assert untested_note(engine, TESTED[engine][0]) is None
+    r = run_py(WRONG_VERSION.format(mod=engine, ep=engine, version=version))
+    assert r.returncode == 0, r.stderr
+    assert (f"{engine} {version} was never tested with this eagle3-plugin (tested: {', '.join(TESTED[engine])}"
+            in r.stdout + r.stderr)
 
 
 def test_vllm_entry_point_missing_internal_hook_registers_nothing():

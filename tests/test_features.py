@@ -322,11 +322,47 @@ def test_dump_features_subcommand(tmp_path, target, data, capsys, monkeypatch):
     store = F.FeatureStore(tmp_path / "f")
     assert store.meta["storage"] == "int8" and store.meta["data"]["path"] == str(data.resolve())
     # another run is refused before the (slow) tokenising
-    import eagle3_plugin.trainer.data as data_mod
-    monkeypatch.setattr(data_mod, "load_samples", lambda *a, **k: pytest.fail("tokenised before refusing"))
+    monkeypatch.setattr(F, "stream_samples", lambda *a, **k: pytest.fail("tokenised before refusing"))
     args = parser.parse_args(argv[:-3] + ["3", "4", "5"])
     with pytest.raises(SystemExit, match="aux_layer_ids: the folder has \\[2, 4, 5\\], this run \\[3, 4, 5\\]"):
         args.func(args)
+
+
+def test_the_subcommand_streams_media_one_shard_at_a_time(tmp_path, cache, monkeypatch):
+    """dump-features holds only tokens and loss masks for the whole data set; a shard's pixel values are processed
+    when that shard is dumped, and the stored features equal a dump of fully loaded samples."""
+    vl = cached_tiny_target("qwen3_vl", cache_dir=cache)
+    fam = FAMILIES["qwen3_vl"]
+    calls = []
+    real = F.stream_samples
+
+    def watched(*a, **k):
+        samples, media = real(*a, **k)
+        assert samples and not any(s.mm_inputs for s in samples)
+
+        def counted(shard):
+            got = media(shard)
+            calls.append((len(shard), sum(bool(s.mm_inputs) for s in got)))
+            return got
+        return samples, counted
+    monkeypatch.setattr(F, "stream_samples", watched)
+    parser = argparse.ArgumentParser()
+    F.configure_parser(parser.add_subparsers())
+    args = parser.parse_args(["dump-features", "--target", str(vl), "--data", str(fixtures.CONVERSATIONS), "-o",
+                              str(tmp_path / "streamed"), "--device", "cpu", "--data-workers", "0"])
+    assert args.func(args) == 0
+    streamed = F.FeatureStore(tmp_path / "streamed")
+    n = len(streamed.index)
+    assert sum(k for k, _ in calls) == n and sum(m for _, m in calls) >= 2      # image samples got their pixels
+    eager = load_samples(fixtures.CONVERSATIONS, Tokenizer(vl, fam), 2048, LoadReport(), progress=False)
+    assert len(eager) == n and any(s.mm_inputs for s in eager)
+    aux = list(fam.aux_layer_ids(json.loads((Path(vl) / "config.json").read_text())))
+    ref = F.FeatureStore(F.dump_features(vl, eager, tmp_path / "eager", aux, data=fixtures.CONVERSATIONS,
+                                         max_length=2048, progress=False))
+    assert streamed.meta["samples_sha256"] == ref.meta["samples_sha256"]
+    for row in ref.index:
+        a, b = streamed.load(row["key"]), ref.load(row["key"])
+        assert torch.equal(a.aux, b.aux) and torch.equal(a.positions, b.positions)
 
 
 # ------------------------------------------------------------------------------------------ sparse teacher rows

@@ -207,3 +207,32 @@ def test_offline_training_refuses_features_of_another_target(tmp_path, vl_target
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "dumped from another target" in r.stderr and "family 'qwen3_vl'" in r.stderr
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_offline_features_are_read_ahead_within_a_token_budget(tmp_path, text_target):
+    """Offline, stream() queues the next samples' feature reads in a background thread (at most twice the longest
+    forward in tokens beyond the current sample); batch() takes those results, which equal direct reads, and a
+    bad shard is still skipped and counted."""
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.features import FeatureStore, dump_features
+    from eagle3_plugin.trainer.source import FeatureSource
+    target = text_target
+    fam = FAMILIES["text"]
+    samples = load_samples(fixtures.CONVERSATIONS, Tokenizer(target, fam), 2048, LoadReport(), progress=False)
+    feats = dump_features(target, samples, tmp_path / "f", [2, 4, 5], progress=False, shard_bytes=120_000)
+    cfg = TrainConfig(target=str(target), features=str(feats), output="", max_length=64, render_check=0,
+                      progress=False)
+    source = FeatureSource(cfg, fam, json.loads((Path(target) / "config.json").read_text()), torch.device("cpu"),
+                           LoadReport(), progress=False)
+    direct = FeatureStore(feats)
+    items = source.train_items
+    assert source.read_ahead_tokens == 128
+    seen = []
+    for i, (s,) in enumerate(source.stream(items)):
+        ahead = [x for x in items[i + 1:] if x.id in source._ahead]
+        assert sum(x.num_tokens for x in ahead) <= source.read_ahead_tokens     # the budget holds
+        assert s.id in source._ahead                                            # read before it is needed
+        got, f = source.batch([s])
+        assert torch.equal(f.aux[0, :s.num_tokens], direct.load(s.id).aux[0])
+        seen.append(s.id)
+    assert seen == [s.id for s in items] and not source._ahead

@@ -449,7 +449,7 @@ def _open_run(out: Path, protect: list[Path], overwrite: bool, run: dict, new_ma
 def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress: bool = True, *, data=None,
                   max_length: int | None = None, device: str = "cpu", dtype: torch.dtype | None = None,
                   storage: str = "bf16", overwrite: bool = False, shard_bytes: int = SHARD_BYTES,
-                  teacher_steps: int = TEACHER_STEPS) -> Path:
+                  teacher_steps: int = TEACHER_STEPS, media=None) -> Path:
     """Dump the target's features for `samples` into `out_dir` (layout: module doc); resumes the same run.
 
     data / max_length: the jsonl the samples came from and the truncation used (part of the run's identity).
@@ -458,6 +458,8 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
     gradient; only simulated-acceptance chains running more than teacher_steps - 1 tokens past an assistant turn
     would see the zeros.
     device: "cpu", "cuda" (cuda:LOCAL_RANK) or "auto"; dtype defaults to bf16 on a GPU, fp32 on the CPU.
+    media: for samples held without their processor outputs (the command line streams them): a shard's samples ->
+    the same samples with their mm_inputs, called when that shard is dumped.
     Under torchrun (RANK / WORLD_SIZE) each process dumps its share of the shards; the barriers need
     torch.distributed initialised (the CLI does it). Returns the folder."""
     from eagle3_plugin.families import family_for_target
@@ -514,7 +516,7 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
               f"at every token, {anchor} bytes/token){resumed}")
     if todo:
         _dump_files(out, todo, record, target_path, samples, index, aux_ids, storage, int8_group(hidden), device,
-                    dtype, progress and rank == 0, teacher_steps)
+                    dtype, progress and rank == 0, teacher_steps, media)
 
     _barrier()
     if rank == 0 and _alone(world):
@@ -524,7 +526,7 @@ def dump_features(target_path, samples: list[Sample], out_dir, aux_ids, progress
 
 
 def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, index, aux_ids, storage, group,
-                device, dtype, progress, teacher_steps: int = TEACHER_STEPS) -> None:
+                device, dtype, progress, teacher_steps: int = TEACHER_STEPS, media=None) -> None:
     """Compute and write the files in `todo`; after each one this rank's record is rewritten (atomically)."""
     from tqdm.auto import tqdm
     from .target import Target
@@ -553,8 +555,9 @@ def _dump_files(out: Path, todo: list[str], record: dict, target_path, samples, 
                                        "lm_head": target.lm_head_weight().cpu().clone()})
         else:
             ids = by_shard[f]
-            tensors = _shard_tensors(target, [index[i] for i in ids], [samples[i] for i in ids], aux_ids, storage,
-                                     group, teacher_steps)
+            shard = [samples[i] for i in ids]
+            tensors = _shard_tensors(target, [index[i] for i in ids], media(shard) if media else shard, aux_ids,
+                                     storage, group, teacher_steps)
             record[f] = _save(out, f, tensors, {"samples": len(ids)})
             bar.update(len(ids))
         _write_json(rank_record, record)
@@ -713,7 +716,7 @@ class FeatureStore:
 # ------------------------------------------------------------------------------------------ command line
 def _main(args) -> int:
     from eagle3_plugin.families import family_for_target
-    from .data import LoadReport, Tokenizer, load_samples
+    from .data import LoadReport, Tokenizer
     from .dist import setup
     tcfg = model_config(args.target)
     fam = family_for_target(tcfg)
@@ -725,15 +728,45 @@ def _main(args) -> int:
                      storage=args.storage, overwrite=args.overwrite, teacher_steps=args.ttt_steps)
     d = setup(args.device)                  # under torchrun: the process group dump_features' barriers use
     report = LoadReport()
-    samples = load_samples(args.data, Tokenizer(args.target, fam), args.max_length, report, progress=d.main)
+    samples, media = stream_samples(args.data, Tokenizer(args.target, fam), args.max_length, report,
+                                    args.data_workers)
     if d.main:
         for e in report.errors:
             print(f"warning: {e}")
         print(f"data: {report.summary()}")
     dump_features(args.target, samples, args.output, aux, progress=d.main, data=args.data,
                   max_length=args.max_length, device=str(d.device), storage=args.storage, overwrite=args.overwrite,
-                  teacher_steps=args.ttt_steps)
+                  teacher_steps=args.ttt_steps, media=media)
     return 0
+
+
+def stream_samples(data, tok, max_length: int, report, workers: int):
+    """The data's samples without their processor outputs (tokens and loss masks only: what planning the shards
+    needs), and the `media` callback that processes a shard's media again when it is dumped, so a data set's pixel
+    values and audio features are never all in memory (stream.py)."""
+    from dataclasses import replace
+    from .stream import StreamedSamples, index_jsonl
+    entries = index_jsonl(data, report, tok)
+    streamed = StreamedSamples(tok, max_length, report, workers)
+    samples, entry_of = [], {}           # sample id -> the entry whose media it needs
+    for entry, got in zip(entries, streamed.stream(entries)):
+        for s in got:
+            if s.mm_inputs:
+                entry_of[s.id] = entry
+            samples.append(replace(s, mm_inputs={}))
+
+    def media(shard: list) -> list:
+        wanted = {entry_of[s.id].where: entry_of[s.id] for s in shard if s.id in entry_of}
+        if not wanted:
+            return shard
+        full = {s.id: s for got in streamed.stream(list(wanted.values())) for s in got}
+        gone = [s.where for s in shard if s.id in entry_of and s.id not in full]
+        if gone:
+            raise SystemExit(f"{gone[0]}: this conversation could not be encoded again while dumping its shard "
+                             f"(its line or media changed during the run); restore it and run the same command "
+                             f"again (it resumes)")
+        return [full.get(s.id, s) for s in shard]
+    return samples, media
 
 
 def configure_parser(subparsers) -> argparse.ArgumentParser:
@@ -745,6 +778,8 @@ def configure_parser(subparsers) -> argparse.ArgumentParser:
     df.add_argument("--data", required=True, help="conversations jsonl")
     df.add_argument("--output", "-o", required=True, help="features folder: new, empty, or the same run to resume")
     df.add_argument("--max-length", type=int, default=2048, help="longer conversations are truncated")
+    df.add_argument("--data-workers", type=int, default=2, help="DataLoader processes that render and process "
+                                                                "conversations (0: in this process)")
     df.add_argument("--aux-layer-ids", type=int, nargs=3, metavar=("LOW", "MID", "HIGH"),
                     help="default: the family's")
     df.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

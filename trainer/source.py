@@ -3,9 +3,12 @@ conversations are streamed from the jsonl (stream.py) and the target runs next t
 (offline: samples and features were stored by `eagle3-train dump-features`). The features folder is opened once.
 
 A run's items are what the split, the data order and resume index: jsonl entries online, stored samples offline;
-`stream(items)` turns them into samples, in order."""
+`stream(items)` turns them into samples, in order. Offline, it also reads their features ahead in a background
+thread (a budget of twice the longest forward in tokens), so the next micro-batch's shard reads overlap this one's
+compute; `batch` takes them from there."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 import torch
@@ -47,6 +50,9 @@ class FeatureSource:
             report.read += len(self.train_items)
             report.kept += len(self.train_items)
             self.eval_items: list = []
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="feature-read-ahead")
+            self._ahead: dict[str, Future] = {}
+            self.read_ahead_tokens = 2 * max(cfg.batch_tokens, cfg.max_length)
         else:
             from .target import Target
             self.aux_ids = list(family.aux_layer_ids(target_cfg, cfg.aux_layer_ids))
@@ -65,10 +71,25 @@ class FeatureSource:
     def stream(self, items: list) -> Iterator[list]:
         """Per item, in order: its samples (online: encoded in DataLoader workers; empty when unusable)."""
         if self.offline:
-            return ([s] for s in items)
+            return self._read_ahead(items)
         return self.streamed.stream(items)
 
+    def _read_ahead(self, items: list) -> Iterator[list]:
+        queued, tokens = 0, 0             # items[:queued] are submitted; tokens: of the ones not yet yielded
+        for i, s in enumerate(items):
+            while queued < len(items) and (queued <= i or tokens + items[queued].num_tokens
+                                           <= self.read_ahead_tokens):
+                nxt = items[queued]
+                if nxt.id not in self._ahead:
+                    self._ahead[nxt.id] = self._reader.submit(self.store.load, nxt.id)
+                tokens += nxt.num_tokens
+                queued += 1
+            tokens -= s.num_tokens
+            yield [s]
+
     def samples(self, items: list) -> list:
+        if self.offline:            # the stored samples themselves; their features are read by batch()
+            return list(items)
         return [s for got in self.stream(items) for s in got]
 
     def token_frequencies(self, items: list):
@@ -90,10 +111,11 @@ class FeatureSource:
                                              self.draft_positions)
         kept, feats = [], []
         for s in samples:
+            ahead = self._ahead.pop(s.id, None)
             if s.id in self.bad_keys:
                 continue
             try:
-                feats.append(self.store.load(s.id))
+                feats.append(ahead.result() if ahead else self.store.load(s.id))
                 kept.append(s)
             except DataError as e:
                 self.bad_keys.add(s.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from ..compat import Report, version_problem
+from ..compat import Report, untested_note, version_problem
 
 REPORT = Report("sglang", logging.getLogger("sglang.eagle3_plugin"))
 
@@ -28,6 +28,9 @@ def register() -> Report:
     problem = version_problem("sglang", version)
     if problem:
         return REPORT.refuse(problem.replace("sglang ", "SGLang ", 1))
+    note = untested_note("sglang", version)
+    if note:
+        REPORT.log.warning("eagle3-plugin: %s", note)
     from . import registration
     registration.register(version, REPORT)
     return REPORT

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ..compat import Report, family_module, missing, version_problem
+from ..compat import Report, family_module, missing, untested_note, version_problem
 from ..families import FAMILIES
 
 
@@ -40,6 +40,9 @@ def register() -> Report:
     problem = version_problem("vllm", version)
     if problem:
         return REPORT.refuse(problem.replace("vllm ", "vLLM ", 1))
+    note = untested_note("vllm", version)
+    if note:
+        REPORT.log.warning("eagle3-plugin: %s", note)
     problem = (missing("vllm", "ModelRegistry")
                or missing("vllm.model_executor.models.llama_eagle3", "Eagle3LlamaForCausalLM")
                or missing("vllm.model_executor.models.interfaces", "SupportsEagle3"))
