@@ -236,3 +236,35 @@ def test_offline_features_are_read_ahead_within_a_token_budget(tmp_path, text_ta
         assert torch.equal(f.aux[0, :s.num_tokens], direct.load(s.id).aux[0])
         seen.append(s.id)
     assert seen == [s.id for s in items] and not source._ahead
+
+
+def test_eval_prompts_count_once_never_overlap_training_and_the_memorisation_gap_is_reported(tmp_path, text_target,
+                                                                                               capsys):
+    """--eval-data: a prompt that is also in --data, or repeated, is left out (and said so); the run reports the
+    acceptance on a probe of training prompts next to the held-out one, and the draft's config records the gap."""
+    from eagle3_plugin.trainer.config import TrainConfig
+    from eagle3_plugin.trainer.loop import train
+    rows = [json.loads(line) for line in fixtures.CONVERSATIONS.read_text().splitlines()]
+    text = [r for r in rows if all(isinstance(m["content"], str) or all(p.get("type") == "text" for p in m["content"])
+                                   for m in r["conversations"])]
+
+    def reworded(r, i):
+        r = json.loads(json.dumps(r))
+        r["id"] = f"held-{i}"
+        r["conversations"][0]["content"] = [{"type": "text", "text": f"Question {i}: in other words, what is it?"}]
+        return r
+    held = [text[0], {**text[0], "id": "again"}, reworded(text[1], 1), {**reworded(text[1], 1), "id": "dup"},
+            reworded(text[2], 2)]
+    data, ev = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in text))
+    ev.write_text("".join(json.dumps(r) + "\n" for r in held))
+    out = tmp_path / "draft"
+    result = train(TrainConfig(target=str(text_target), data=str(data), eval_data=str(ev), output=str(out),
+                               max_steps=2, eval_every=2, save_every=2, render_check=0, progress=False,
+                               draft_vocab_size=300))
+    printed = capsys.readouterr().out
+    assert "--eval-data: 3 of 5 conversations left out of the evaluation" in printed
+    assert "on training prompts (memorisation gap" in printed
+    meta = json.loads((out / "config.json").read_text())["eagle3_plugin"]
+    assert result["best_train_sim_al_k3"] >= 1 and result["best_eval_sim_al_k3"] >= 1
+    assert meta["memorisation_gap_k3"] == pytest.approx(meta["train_sim_al_k3"] - meta["eval_sim_al_k3"], abs=2e-4)

@@ -19,13 +19,33 @@ SIM_AL_KS = (1, 2, 3, 4, 5, 7)
 
 
 def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, eval): about `fraction` of the distinct prompts held out; duplicates of a prompt stay together."""
+    """(train, eval): about `fraction` of the distinct prompts held out; duplicates of a prompt stay together on
+    the training side and count once on the eval side."""
     if len(samples) < 20 or fraction <= 0:
         return samples, []
     keys = sorted({s.content_key for s in samples})
     random.Random(seed).shuffle(keys)
     held = set(keys[:max(1, int(len(keys) * fraction))])
-    return [s for s in samples if s.content_key not in held], [s for s in samples if s.content_key in held]
+    return [s for s in samples if s.content_key not in held], distinct(s for s in samples if s.content_key in held)
+
+
+def distinct(items, exclude: set | None = None) -> list:
+    """The first item of each prompt (content_key: text + media bytes), leaving out prompts in `exclude`."""
+    seen = set(exclude or ())
+    out = []
+    for s in items:
+        if s.content_key not in seen:
+            seen.add(s.content_key)
+            out.append(s)
+    return out
+
+
+def memorisation_probe(train_items: list, n: int, seed: int) -> list:
+    """Up to `n` distinct training prompts (seeded): the draft's acceptance on them next to the held-out one is the
+    memorisation gap."""
+    pool = distinct(train_items)
+    random.Random(seed + 1).shuffle(pool)
+    return pool[:n]
 
 
 def batch_loss(draft, samples, features, cfg):

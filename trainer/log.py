@@ -41,10 +41,12 @@ class RunLog:
         self.bar.update(1)
         self.scalars("train", step, scalars)
 
-    def evaluation(self, step: int, ev: dict, al: float) -> None:
+    def evaluation(self, step: int, ev: dict, al: float, train_al: float) -> None:
         self.say(f"eval step {step}: loss {ev['loss']:.3f} acc {[round(a, 2) for a in ev['acc']]} "
-                 f"sim AL(k=3) {al:.2f}")
-        self.scalars("eval", step, {"sim_al_k3": al, "loss": ev["loss"],
+                 f"sim AL(k=3) {al:.2f} held out, {train_al:.2f} on training prompts (memorisation gap "
+                 f"{train_al - al:+.2f})")
+        self.scalars("eval", step, {"sim_al_k3": al, "train_sim_al_k3": train_al,
+                                    "memorisation_gap_k3": train_al - al, "loss": ev["loss"],
                                     **{f"acc_{i}": a for i, a in enumerate(ev["acc"])}})
 
     def scalars(self, group: str, step: int, values: dict[str, float]) -> None:

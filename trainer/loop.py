@@ -27,7 +27,7 @@ from .data import DataFileError, LoadReport
 from .dist import Updater, setup
 from .draft import init_draft, init_draft_aux_ids, init_from_draft
 from .batching import check_budget, micro_batches
-from .evaluate import batch_loss, evaluate, headline_al, split
+from .evaluate import batch_loss, distinct, evaluate, headline_al, memorisation_probe, split
 from .log import RunLog
 from .source import FeatureSource
 from .vocab import coverage, draft_vocab_ids
@@ -87,7 +87,14 @@ def train(cfg: TrainConfig) -> dict:
     report = LoadReport()
     source = FeatureSource(cfg, family, target_cfg, dist.device, report, progress=cfg.progress and dist.main)
     train_items, held = split(source.train_items, 0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
-    eval_items = source.eval_items or held
+    eval_items = held
+    if source.eval_items:                 # --eval-data: each prompt once, none that is also a training prompt
+        eval_items = distinct(source.eval_items, {s.content_key for s in train_items})
+        dropped = len(source.eval_items) - len(eval_items)
+        if dropped and dist.main:
+            print(f"warning: --eval-data: {dropped} of {len(source.eval_items)} conversations left out of the "
+                  f"evaluation (a repeated prompt, or one that is also in --data)")
+    probe = memorisation_probe(train_items, min(64, max(1, len(eval_items))), cfg.seed) if eval_items else []
     if cfg.init_draft and list(source.aux_ids) != list(cfg.aux_layer_ids):
         raise SystemExit(f"--features {cfg.features}: dumped with aux layers {source.aux_ids}, but --init-draft "
                          f"{cfg.init_draft} reads {cfg.aux_layer_ids}; dump again with --aux-layer-ids "
@@ -184,12 +191,15 @@ def train(cfg: TrainConfig) -> dict:
         if dist.main and (hist.step % cfg.eval_every == 0 or last):
             if eval_items:
                 ev = evaluate(draft, eval_items, source, cfg)
-                hist.evals.append({"step": hist.step, **ev})
                 al = headline_al(ev)
-                log.evaluation(hist.step, ev, al)
+                train_al = headline_al(evaluate(draft, probe, source, cfg))
+                hist.evals.append({"step": hist.step, **ev, "train_sim_al_k3": train_al})
+                log.evaluation(hist.step, ev, al, train_al)
                 if al > hist.best_al:
-                    hist.best_al, hist.best_step = al, hist.step
-                    write_draft(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4)})
+                    hist.best_al, hist.best_step, hist.best_train_al = al, hist.step, train_al
+                    write_draft(out, draft, {"trained_steps": hist.step, "eval_sim_al_k3": round(al, 4),
+                                             "train_sim_al_k3": round(train_al, 4),
+                                             "memorisation_gap_k3": round(train_al - al, 4)})
             else:
                 hist.best_step = hist.step
                 write_draft(out, draft, {"trained_steps": hist.step})
@@ -197,6 +207,7 @@ def train(cfg: TrainConfig) -> dict:
             state.save(out, hist.step, draft, updater, hist, saved_config, dist)
     log.close()
     result = {"steps": hist.step, "best_step": hist.best_step, "best_eval_sim_al_k3": hist.best_al,
+              "best_train_sim_al_k3": hist.best_train_al,
               "data": report.summary(), "output": str(out), "processes": dist.world}
     if dist.main:
         print(f"done: {json.dumps(result)}")

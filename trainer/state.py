@@ -39,6 +39,7 @@ class History:
     position: int = 0                       # index into this epoch's order
     best_al: float = -1.0
     best_step: int = 0
+    best_train_al: float | None = None      # the best draft's AL on a probe of training prompts (memorisation gap)
     evals: list = field(default_factory=list)
     order: list = field(default_factory=list)   # this epoch's sample order
 

@@ -254,7 +254,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         baseline_of(r) and r.outputs != baseline_of(r).outputs for r in runs) else None
     rep = {"engine": cfg.engine, "target": cfg.target, "draft": cfg.draft, "settings": _settings(cfg),
            "environment": report.environment(cfg, runs),     # after the runs: never touch a GPU before them
-           "prompts": len(chats), "runs": [summarise(r, baseline_of(r), greedy, cfg.draft, chats, decode) for r in runs]}
+           "prompts": len(chats),
+           "runs": [summarise(r, baseline_of(r), greedy, cfg.draft, chats, decode) for r in runs]}
     report.write(rep, Path(cfg.output), plot=cfg.plot)
     return rep
 

@@ -2,9 +2,9 @@
 our trainer does), so only our draft is registered.
 
 The two model runners hand the draft different positions for text after an image (families.py, with file:line):
-V1 the target's M-RoPE rows (the draft config declares ``mrope_section``), V2 (the GPU default) the running index. The trainer trains for one of them
-(``--vllm-runner``, recorded in config.json); the draft refuses to load under the other, since every image prompt
-would silently lose acceptance."""
+V1 the target's M-RoPE rows (the draft config declares ``mrope_section``), V2 (the GPU default) the running index.
+The trainer trains for one of them (``--vllm-runner``, recorded in config.json); the draft refuses to load under
+the other, since every image prompt would silently lose acceptance."""
 from __future__ import annotations
 
 from ..checkpoint import trained_positions, trained_runner
