@@ -1,0 +1,190 @@
+"""A tiny Qwen3-VL target that really reads: its answer is decided by the image.
+
+The task: one line of 3-7 characters (lower-case letters or
+digits) rendered on a 256 x 64 image in a monospace font at 32 px per character, so each character column is one
+image token (patch 16 x merge 2); foreground and background colours, font weight and a 2 px jitter vary. The prompt
+is one of a few reading questions through the target's own chat template and processor; the answer is the text.
+
+Held out by construction: evaluation texts are English words and digit strings from their own lists and seed;
+training strings are random and never equal an evaluation text (``training_text`` rejects them), and evaluation
+renders use other colours' seeds. Every stage is seeded, so a rebuild reproduces the weights on the same machine.
+"""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from ..fixtures import ROOT as FIXTURES
+
+FONTS = (FIXTURES / "fonts" / "DejaVuSansMono.ttf", FIXTURES / "fonts" / "DejaVuSansMono-Bold.ttf")
+FONT_SIZE = 53                   # DejaVu Sans Mono advances 0.602 em: 53 px -> 32 px per character
+SIZE = (256, 64)                 # 8 columns x 2 rows of 32 px image tokens
+QUESTIONS = ("Read the text in this picture.", "What is written here?", "Transcribe the image.")
+EVAL_WORDS = ("apple", "river", "stone", "green", "light", "house", "water", "bread", "chair", "music", "cloud",
+              "sugar", "tiger", "smile", "plant", "dream", "ocean", "train", "honey", "paper", "storm", "table",
+              "horse", "quiet", "brick", "lemon", "night", "field", "glass", "north", "cat", "dog", "sun", "map",
+              "box", "pen", "cup", "key", "bird", "fish", "tree", "moon", "rain", "snow", "door", "road", "star",
+              "wind", "milk", "salt", "garden", "window", "yellow", "orange", "silver", "market", "planet",
+              "bridge", "forest", "winter", "kitchen", "morning", "picture", "teacher", "journey")
+EVAL_NUMBERS = ("2048", "1999", "31415", "8080", "404", "777", "12345", "90210", "6021", "55512", "3306",
+                "24680", "13579", "1066", "4096", "65535", "2718", "16384", "911", "7070")
+
+
+def eval_texts() -> list[str]:
+    return list(EVAL_WORDS + EVAL_NUMBERS)
+
+
+def training_text(rng: random.Random) -> str:
+    """A random string of 3-7 letters (3 in 4) or digits, never an evaluation text."""
+    held = set(eval_texts())
+    while True:
+        n = rng.randint(3, 7)
+        alphabet = "abcdefghijklmnopqrstuvwxyz" if rng.random() < 0.75 else "0123456789"
+        text = "".join(rng.choice(alphabet) for _ in range(n))
+        if text not in held:
+            return text
+
+
+def render(text: str, rng: random.Random):
+    """The text on a 256 x 64 image: light background, dark foreground, regular or bold, +-2 px jitter."""
+    from PIL import Image, ImageDraw, ImageFont
+    bg = tuple(rng.randint(200, 255) for _ in range(3))
+    fg = tuple(rng.randint(0, 90) for _ in range(3))
+    img = Image.new("RGB", SIZE, bg)
+    font = ImageFont.truetype(str(FONTS[rng.random() < 0.3]), FONT_SIZE)
+    ImageDraw.Draw(img).text((rng.randint(0, 2), rng.randint(-7, -3)), text, font=font, fill=fg)
+    return img
+
+
+def chat(question: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+class Batcher:
+    """Processor inputs with the answer appended (labels on the answer and its end token only)."""
+
+    def __init__(self, target_dir: str | Path):
+        from transformers import AutoProcessor
+        self.proc = AutoProcessor.from_pretrained(str(target_dir))
+        self.tok = self.proc.tokenizer
+        self.end = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.end
+
+    def prompt(self, question: str) -> str:
+        return self.proc.apply_chat_template(chat(question), add_generation_prompt=True, tokenize=False)
+
+    def inputs(self, images, questions) -> dict:
+        return dict(self.proc(text=[self.prompt(q) for q in questions], images=list(images), return_tensors="pt",
+                              padding=True))
+
+    def training_batch(self, images, questions, answers) -> dict:
+        """Each row is prompt + answer + end, right-padded as a whole (no padding inside a row, as in serving).
+        Rows come grouped by question (one processor call per question)."""
+        rows, mm_rows, prompt_lens, pixels, grids = [], [], [], [], []
+        for q in dict.fromkeys(questions):
+            idx = [i for i, x in enumerate(questions) if x == q]
+            enc = self.inputs([images[i] for i in idx], [q] * len(idx))
+            pixels.append(enc["pixel_values"])
+            grids.append(enc["image_grid_thw"])
+            for j, i in enumerate(idx):
+                answer = self.tok(answers[i], add_special_tokens=False)["input_ids"] + [self.end]
+                prompt_lens.append(enc["input_ids"].shape[1])
+                rows.append(enc["input_ids"][j].tolist() + answer)
+                mm_rows.append(enc["mm_token_type_ids"][j].tolist() + [0] * len(answer)
+                               if "mm_token_type_ids" in enc else None)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        mm = torch.zeros_like(ids)
+        for i, (r, n) in enumerate(zip(rows, prompt_lens)):
+            ids[i, :len(r)] = torch.tensor(r)
+            labels[i, n:len(r)] = ids[i, n:len(r)]
+            mask[i, :len(r)] = 1
+            if mm_rows[i] is not None:
+                mm[i, :len(r)] = torch.tensor(mm_rows[i])
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.cat(pixels),
+               "image_grid_thw": torch.cat(grids)}
+        if mm_rows[0] is not None:
+            out["mm_token_type_ids"] = mm
+        return out
+
+
+def char_accuracy(want: str, got: str) -> float:
+    """1 - edit distance / len(want), floored at 0."""
+    prev = list(range(len(got) + 1))
+    for i, a in enumerate(want, 1):
+        cur = [i]
+        for j, b in enumerate(got, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b)))
+        prev = cur
+    return max(0.0, 1 - prev[-1] / max(1, len(want)))
+
+
+@torch.no_grad()
+def read(model, batcher: Batcher, images, questions, max_new_tokens: int = 10) -> list[str]:
+    """Greedy answers (transformers generate), decoded without special tokens."""
+    batcher.tok.padding_side = "left"            # prompts differ in length (the questions)
+    try:
+        enc = batcher.inputs(images, questions)
+    finally:
+        batcher.tok.padding_side = "right"
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=batcher.end,
+                         pad_token_id=batcher.pad)
+    return [batcher.tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+
+
+def heldout_accuracy(model, batcher: Batcher, seed: int = 99, batch: int = 32) -> dict:
+    """Exact match and character accuracy on the evaluation texts, each rendered once (seed `seed`)."""
+    rng = random.Random(seed)
+    texts = eval_texts()
+    images = [render(t, rng) for t in texts]
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(len(texts))]
+    got = []
+    for i in range(0, len(texts), batch):
+        got += read(model, batcher, images[i:i + batch], questions[i:i + batch])
+    acc = [char_accuracy(t, g) for t, g in zip(texts, got)]
+    return {"texts": len(texts), "exact": sum(t == g for t, g in zip(texts, got)) / len(texts),
+            "char_accuracy": sum(acc) / len(acc), "examples": list(zip(texts, got))[:8]}
+
+
+def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, batch: int = 32, lr: float = 2e-3,
+                 seed: int = 0, log_every: int = 50) -> dict:
+    """Train every parameter of a tiny Qwen3-VL on the reading task and save it (bf16) into `out_dir`."""
+    from transformers import AutoModelForImageTextToText
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    batcher = Batcher(target_dir)
+    model = AutoModelForImageTextToText.from_pretrained(str(target_dir), dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = min(100, steps // 5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup)))))
+    losses = []
+    for step in range(steps):
+        texts = [training_text(rng) for _ in range(batch)]
+        inputs = batcher.training_batch([render(t, rng) for t in texts],
+                                        [rng.choice(QUESTIONS) for _ in texts], texts)
+        loss = model(**inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if log_every and (step + 1) % log_every == 0:
+            print(f"[reader] step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out)
+    batcher.proc.save_pretrained(out)
+    for name in ("generation_config.json",):
+        src = Path(target_dir) / name
+        if src.exists():
+            (out / name).write_text(src.read_text())
+    return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "final_loss": sum(losses[-20:]) / 20}
