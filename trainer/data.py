@@ -339,12 +339,28 @@ class Tokenizer:
         except Exception as e:  # noqa: BLE001 - corrupt media
             raise DataError(conv.where, f"cannot decode media: {type(e).__name__}: {e}",
                             "check the file; images must be readable by PIL, audio by soundfile") from None
+        for p, img in zip(images, kw.get("images", [])):
+            self._check_image(conv.where, p, img)
+        for p, wav in zip(audios, kw.get("audio", [])):
+            _check_audio(conv.where, p, wav)
         try:
             return dict(self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kw))
         except Exception as e:  # noqa: BLE001 - media the processor cannot take (too small, empty audio)
             raise DataError(conv.where, f"the target's processor cannot take this media: {type(e).__name__}: "
                                         f"{str(e).splitlines()[0][:300]}",
                             "check the media size and content against the processor's limits") from None
+
+    def _check_image(self, where: str, path, img) -> None:
+        """An image with a side shorter than one image token (patch x merge pixels) is refused: the processor would
+        blow it up to its minimum, so nothing in the answer can have been read from it. Larger images below the
+        processor's minimum pixel count are upscaled, as the engines do, and kept."""
+        ip = getattr(self.processor, "image_processor", None)
+        token = int(getattr(ip, "patch_size", 0) or 0) * int(getattr(ip, "merge_size", 1) or 1)
+        w, h = img.size
+        if token and min(w, h) < token:
+            raise DataError(where, f"image {Path(path).name} is {w}x{h} px: a side is shorter than one image token "
+                                   f"of this target ({token} px = patch {ip.patch_size} x merge {ip.merge_size})",
+                            f"give images at least {token} px on each side, or leave this conversation out")
 
     def _align(self, ids, mask, expanded, where):
         """Carry the mask through the processor's placeholder expansion (a placeholder -> a run of itself)."""
@@ -376,6 +392,19 @@ def _stop_ids(target_path: Path, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return list(dict.fromkeys(int(i) for i in ids))
+
+
+SILENCE = 1e-4          # peak amplitude below which a clip holds nothing to transcribe
+
+
+def _check_audio(where: str, path, wav) -> None:
+    """Empty or silent audio is refused: an answer cannot come from it."""
+    if len(wav) == 0:
+        raise DataError(where, f"audio {Path(path).name} has no samples", "give a clip with sound in it")
+    peak = float(abs(wav).max())
+    if peak < SILENCE:
+        raise DataError(where, f"audio {Path(path).name} is silent (peak amplitude {peak:.1e} over "
+                               f"{len(wav)} samples)", "give a clip with sound in it, or leave this conversation out")
 
 
 def _load_audio(path: Path, sr: int):
