@@ -15,7 +15,9 @@ Served as trained, the V2 draft must reach at least 0.98 x the V1 draft's accept
 
 Target and data: the pipeline's pretrained tiny Qwen3-VL target and benchmarks/packing.py's image conversations (a
 fixture image, a question, a corpus passage as the answer; held-out answers share no 12-word run with a training
-answer).
+answer, while images and questions repeat). The scores are the trainer's evaluation function over all held-out
+conversations; the trainer's own end-of-run figure (also stored) leaves out held-out prompts that are training
+prompts too, which here are most of them.
 
     python benchmarks/runner_positions.py [--steps 100] [--batch-size 8] [--results DIR]
     python benchmarks/runner_positions.py --table     # the README block, from benchmarks/results/runner-positions.json
@@ -148,8 +150,10 @@ def table(results: Path | None = None) -> str:
              f"positions) of two drafts for the tiny Qwen3-VL target, trained with the same {c['steps']} steps × "
              f"{c['batch_size']} image conversations, mean of {c['seeds']} seeds: served as trained, V2 / V1 = "
              f"**{s['ratio']:.3f}** (bar: ≥ {s['bar']:.2f}); a V1-trained draft fed V2's positions "
-             f"(the mismatch the plugin now refuses) scores {d['mismatch_loss']['v1_draft_on_v2']:+.1%} ({d['data']['heldout_conversations']} "
-             f"held-out conversations; {d['date'][:10]}, commit {d['commit']}, {d['machine']['cpus']} CPUs; "
+             f"(the mismatch the plugin now refuses) scores {d['mismatch_loss']['v1_draft_on_v2']:+.1%} "
+             f"({d['data']['heldout_conversations']} held-out conversations whose answers share no "
+             f"{d['data']['word_run']}-word run with a training answer; the images and questions are the fixtures' "
+             f"and repeat; {d['date'][:10]}, commit {d['commit']}, {d['machine']['cpus']} CPUs; "
              f"`python benchmarks/runner_positions.py`)."]
     return "\n".join(rows)
 

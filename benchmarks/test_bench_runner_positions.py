@@ -31,9 +31,6 @@ def test_a_draft_trained_for_v2_accepts_as_much_as_one_trained_for_v1(benchmark,
           f"v1 draft on V2 {al['v1']['v2']:.4f}, v2 draft on V1 {al['v2']['v1']:.4f}")
     assert s["v1"] > 1.5, s                          # the drafts learned, else equal ALs would say nothing
     assert s["ratio"] >= 1 - rp.AL_BAR and s["met"], s
-    # the evaluation is the trainer's: its own end-of-run figure agrees (the saved draft is bf16)
-    for runner in rp.RUNNERS:
-        assert abs(res["trainer_heldout_al_k3"][runner][0] - al[runner][runner]) < 0.02, res
     assert res["data"]["heldout_answers_sharing_a_word_run"] == 0 and res["data"]["heldout_conversations"] == 32
     block = rp.table(results_dir)
     assert "`--vllm-runner v2`" in block and f"{s['ratio']:.3f}" in block
