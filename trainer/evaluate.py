@@ -19,14 +19,13 @@ SIM_AL_KS = (1, 2, 3, 4, 5, 7)
 
 
 def split(samples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, eval): about `fraction` of the distinct prompts held out; duplicates of a prompt stay together on
-    the training side and count once on the eval side."""
+    """(train, eval): about `fraction` of the distinct prompts held out; duplicates of a prompt stay together."""
     if len(samples) < 20 or fraction <= 0:
         return samples, []
     keys = sorted({s.content_key for s in samples})
     random.Random(seed).shuffle(keys)
     held = set(keys[:max(1, int(len(keys) * fraction))])
-    return [s for s in samples if s.content_key not in held], distinct(s for s in samples if s.content_key in held)
+    return [s for s in samples if s.content_key not in held], [s for s in samples if s.content_key in held]
 
 
 def distinct(items, exclude: set | None = None) -> list:
