@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 # Engine versions the plugin registers into: lowest supported <= version < first unsupported.
-SUPPORTED = {"vllm": ("0.16", "0.34"), "sglang": ("0.5.14", "0.5.24")}
+SUPPORTED = {"vllm": ("0.32", "0.33"), "sglang": ("0.5.23", "0.5.24")}
 # The releases whose test suites passed (scripts/matrix.sh -> benchmarks/results/matrix.json; a test keeps the two
 # equal): a version inside SUPPORTED but not here works by interpolation only, and `eagle3-train doctor` says so.
 TESTED = {"vllm": ("0.32.0",), "sglang": ("0.5.23",)}

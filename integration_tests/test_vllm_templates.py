@@ -8,7 +8,8 @@ For each template (thinking twice: enable_thinking true and false, as chat_templ
      builds from the regenerated jsonl are exactly those prompt ids followed by the tokens vLLM generated;
   B. a draft trained on that jsonl with that template (`eagle3-train train --chat-template FILE`) reaches, in vLLM
      with the same template, a held-out acceptance length within 10% of the trainer's own simulated one
-     (config.json's eagle3_plugin.eval_sim_al_k3, on the trainer's eval split of the training prompts).
+     (config.json's eagle3_plugin.eval_sim_al_k3) on the same held-out conversations: vLLM's greedy answers to the
+     held-out prompts, given to the trainer as --eval-data.
 
 Engines, one at a time: one target-only engine generates every template's data (greedy, 48 tokens); one engine
 with a draft then serves all the drafts. It starts with the first template's draft (loaded by vLLM as usual) and
@@ -123,10 +124,16 @@ def generate(target: Path, work: Path) -> dict:
                     f.write(json.dumps({"id": f"{name}-{i:03d}", "conversations": [
                         *m, {"role": "assistant", "content": [{"type": "text", "text": o.outputs[0].text}],
                              "token_ids": gen_ids[i]}]}) + "\n")
+            held_jsonl = work / f"{name}.held.jsonl"
+            with open(held_jsonl, "w") as f:  # the served held-out prompts with vLLM's answers: the trainer's eval set
+                for i, (m, o) in enumerate(zip(held_msgs, outs[N_TRAIN:])):
+                    f.write(json.dumps({"id": f"{name}-held-{i:03d}", "conversations": [
+                        *m, {"role": "assistant", "content": [{"type": "text", "text": o.outputs[0].text}],
+                             "token_ids": gen_ids[N_TRAIN + i]}]}) + "\n")
             res[name] = {"template": tpath, "kwargs": kw, "train_msgs": train_msgs, "held_msgs": held_msgs,
                          "train_prompt_ids": prompt_ids[:N_TRAIN], "train_gen_ids": gen_ids[:N_TRAIN],
                          "held_prompt_ids": prompt_ids[N_TRAIN:], "held_gen_ids": gen_ids[N_TRAIN:],
-                         "prompt_text": outs[0].prompt, "jsonl": jsonl}
+                         "prompt_text": outs[0].prompt, "jsonl": jsonl, "held_jsonl": held_jsonl}
     finally:
         shutdown(llm)
     print(f"\n[templates] generation engine: {time.perf_counter() - t:.0f} s")
@@ -178,9 +185,10 @@ def train_and_serve(panel: dict) -> dict:
 
         with mock.patch.object(source, "check_data", spy):
             result = train(TrainConfig(
-                target=str(target), data=str(v["jsonl"]), output=str(out), chat_template=str(v["template"]),
+                target=str(target), data=str(v["jsonl"]), eval_data=str(v["held_jsonl"]), output=str(out),
+                chat_template=str(v["template"]),
                 chat_template_kwargs=json.dumps(v["kwargs"]) if v["kwargs"] else None, max_steps=STEPS,
-                eval_every=STEPS, save_every=STEPS, ttt_steps=K, eval_fraction=0.1, progress=False,
+                eval_every=STEPS, save_every=STEPS, ttt_steps=K, progress=False,
                 render_check=2 if name in RENDER_CHECKED else 0))
         cfg = json.loads((out / "config.json").read_text())
         res[name] = {"draft": out, "result": result, "config": cfg, "render_checks": checks,

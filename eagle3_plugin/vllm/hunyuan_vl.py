@@ -1,7 +1,6 @@
 """HunyuanOCR (HunYuanVLForConditionalGeneration) in vLLM.
 
-0.16 - 0.28: native ``hunyuan_vision.py`` with SupportsEagle3 and XD-RoPE in the proposer: only our draft is
-registered. >= 0.29: served by the Transformers backend, whose EAGLE-3 capture records the aux states inside the inner
+vLLM (>= 0.29) serves it through the Transformers backend, whose EAGLE-3 capture records the aux states inside the inner
 text model, but HunYuanVLModel.forward rebuilds its output and drops them, so the runner's
 ``hidden_states, aux = model_output`` fails ("too many values to unpack"). The proposer also looks up
 ``config.image_token_index`` (HunYuanVLConfig only has ``image_token_id``) unless the target class is literally
@@ -21,7 +20,7 @@ from __future__ import annotations
 import torch
 from vllm.model_executor.models.transformers import TransformersMultiModalForCausalLM
 
-from ..compat import Report, base_version, missing
+from ..compat import Report, missing
 from ..families import FAMILIES
 from .drafts import family_draft
 
@@ -75,9 +74,6 @@ class HunYuanVLForConditionalGeneration(TransformersMultiModalForCausalLM):  # n
 def register(version: str, report: Report) -> None:
     from . import register_model
     arch = FAMILY.hf_architectures[0]
-    if base_version(version) < base_version("0.29"):
-        report.add(f"target {arch}", "native", "native hunyuan_vision with SupportsEagle3 (0.16 - 0.28)")
-        return
     problem = missing("vllm.model_executor.models.transformers.base", "Base")
     if not problem:
         from vllm.model_executor.models.transformers.base import Base

@@ -6,7 +6,9 @@ none, and transformers 5.19 gates things behind torchvision that do not need it:
      construct: "VIDEO_PROCESSOR_MAPPING has no attribute '_extra_content'"; the auto video loader refuses to import.
   2. ``transformers.models.qwen2_vl.image_processing_qwen2_vl`` imports torchvision; vLLM's qwen3_vl.py imports
      ``smart_resize`` from it.
-  3. ``HunYuanVLImageProcessorPil`` is decorated ``@requires(torchvision)`` though it never uses it.
+  3. ``HunYuanVLImageProcessorPil`` is decorated ``@requires(torchvision)`` though it never uses it, and
+     ``transformers.models.hunyuan_vl.image_processing_hunyuan_vl`` imports torchvision; vLLM <= 0.28's native
+     hunyuan_vision.py imports ``HunYuanVLImageProcessor`` and ``smart_resize`` from it.
 This module is imported from a ``.pth`` file at interpreter start (so vLLM's spawned workers get it too) and only
 installs import hooks; the fixes run when the affected transformers modules are first imported.
 With a real torchvision installed it does nothing.
@@ -92,13 +94,22 @@ class _PostImportLoader(importlib.abc.Loader):
         self.hook(sys.modules.get(module.__name__, module))
 
 
+# torchvision-only image module -> (its PIL twin, which has smart_resize, the class name to alias)
+_PIL_TWINS = {
+    _QWEN2VL_IMG: ("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl", "Qwen2VLImageProcessor"),
+    "transformers.models.hunyuan_vl.image_processing_hunyuan_vl":
+        ("transformers.models.hunyuan_vl.image_processing_pil_hunyuan_vl", "HunYuanVLImageProcessor"),
+}
+
+
 class _AliasLoader(importlib.abc.Loader):
-    """Serves the torchvision-only qwen2_vl image module from its PIL twin (which has smart_resize)."""
+    """Serves a torchvision-only image module from its PIL twin."""
 
     def create_module(self, spec):
-        pil = importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
-        if not hasattr(pil, "Qwen2VLImageProcessor"):
-            pil.Qwen2VLImageProcessor = pil.Qwen2VLImageProcessorPil
+        twin, cls = _PIL_TWINS[spec.name]
+        pil = importlib.import_module(twin)
+        if not hasattr(pil, cls):
+            setattr(pil, cls, getattr(pil, cls + "Pil"))
         return pil
 
     def exec_module(self, module):
@@ -107,7 +118,7 @@ class _AliasLoader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == _QWEN2VL_IMG:
+        if name in _PIL_TWINS:
             return importlib.machinery.ModuleSpec(name, _AliasLoader())
         hook = _POST_HOOKS.get(name)
         if hook is None:
