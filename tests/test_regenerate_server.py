@@ -35,9 +35,10 @@ def ok(text: str, **choice) -> tuple[int, dict]:
 class Stub:
     """An OpenAI-compatible server on 127.0.0.1 whose answers come from `answer(req, attempt)` -> (status, body),
     body a dict (sent as JSON), a str (sent as is) or None (the connection is dropped without a response).
-    Records every request with its headers (names lower-cased)."""
+    The first `dropped_gets` GETs are dropped unanswered. Records every request with its headers (names lower-cased).
+    """
 
-    def __init__(self, answer, models=("stub-model",)):
+    def __init__(self, answer, models=("stub-model",), dropped_gets: int = 0):
         self.posts: list[tuple[dict, dict]] = []
         self.gets: list[dict] = []
         attempts: Counter = Counter()
@@ -50,6 +51,9 @@ class Stub:
 
             def do_GET(self):
                 stub.gets.append({k.lower(): v for k, v in self.headers.items()})
+                if len(stub.gets) <= dropped_gets:          # a server still starting: no answer yet
+                    self.close_connection = True
+                    return
                 send_json(self, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
 
             def do_POST(self):
@@ -315,6 +319,18 @@ def test_server_problems_at_start_up_are_one_line_exits(tmp_path, stub):
     assert regenerate(cfg(src, out, s.url), progress=False)["written"] == 1
     # all done: no server is needed, so a dead one does not stop the run
     assert regenerate(cfg(src, out, dead), progress=False)["done_before"] == 1
+
+
+def test_a_server_that_drops_the_first_model_list_is_asked_again(tmp_path, stub):
+    s = stub(dropped_gets=2)
+    src = write(tmp_path / "in.jsonl", [row("a", "one")])
+    out = tmp_path / "out.jsonl"
+    assert regenerate(cfg(src, out, s.url, retries=2), progress=False)["written"] == 1
+    assert len(s.gets) == 3
+    s = stub(dropped_gets=2)
+    with pytest.raises(SystemExit, match="no OpenAI-compatible server answers"):
+        regenerate(cfg(src, tmp_path / "out2.jsonl", s.url, retries=1), progress=False)
+    assert len(s.gets) == 2 and not s.posts
 
 
 # ----------------------------------------------------------------------------------------------- command line

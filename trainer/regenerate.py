@@ -110,11 +110,19 @@ class Server:
         # (two layers would multiply them).
         self.client = openai.OpenAI(base_url=self.url, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=0)
 
-    def models(self, timeout: float) -> list[str]:
+    def models(self, timeout: float, retries: int = 0, backoff: float = 1.0) -> list[str]:
         import openai
         url = self.url + "/models"
         try:
-            raw = self.client.models.with_raw_response.list(timeout=timeout)
+            for attempt in range(retries + 1):
+                try:
+                    raw = self.client.models.with_raw_response.list(timeout=timeout)
+                    break
+                except (openai.APITimeoutError, openai.APIConnectionError):
+                    # a busy or still-starting server: retried like a chat request
+                    if attempt == retries:
+                        raise
+                    time.sleep(min(MAX_BACKOFF_S, backoff * 2 ** attempt))
             return [m["id"] for m in json.loads(raw.text)["data"]]
         except openai.AuthenticationError:
             raise SystemExit(f"regenerate: {url} rejects the API key; pass the server's key with --api-key "
@@ -128,7 +136,7 @@ def _served_model(servers: list[Server], cfg: RegenConfig) -> str:
     """The model to ask for; every server must serve it (checked now, not after the first failed conversation)."""
     model = cfg.model
     for s in servers:
-        names = s.models(timeout=min(30.0, cfg.timeout))
+        names = s.models(timeout=min(30.0, cfg.timeout), retries=cfg.retries, backoff=cfg.backoff)
         model = model or (names[0] if names else None)
         if model not in names:
             raise SystemExit(f"regenerate: {s.url} serves {names or 'no models'}, not {model!r}; pass --model with "
