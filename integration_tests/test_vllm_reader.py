@@ -1,5 +1,6 @@
-"""The competent Qwen3-VL target in real vLLM (CPU): served as users serve it, it reads held-out renders as well as
-it does in transformers, and an EAGLE-3 draft leaves its greedy answers token for token unchanged."""
+"""The competent vision targets (Qwen3-VL and HunyuanOCR readers) in real vLLM (CPU): served as users serve them,
+they read held-out renders as well as they do in transformers, and an EAGLE-3 draft leaves their greedy answers token
+for token unchanged."""
 import random
 
 import pytest
@@ -9,13 +10,14 @@ from eagle3_plugin.devtools import reading
 from helpers import CACHE, make_llm, random_draft, shutdown
 
 BAR = 0.80
+READERS = ("qwen3_vl-reader", "hunyuan_vl-reader")
 
 
-@pytest.fixture(scope="module")
-def answers():
+@pytest.fixture(scope="module", params=READERS)
+def answers(request):
     from vllm import SamplingParams
     from transformers import AutoProcessor
-    target = fixtures.competent_target("qwen3_vl-reader")
+    target = fixtures.competent_target(request.param)
     proc = AutoProcessor.from_pretrained(str(target))
     rng = random.Random(99)
     texts = reading.eval_texts()
@@ -23,13 +25,13 @@ def answers():
                                                   tokenize=False),
                "multi_modal_data": {"image": reading.render(t, rng)}} for i, t in enumerate(texts)]
     sp = SamplingParams(temperature=0, max_tokens=10)
-    out = {"texts": texts}
+    out = {"texts": texts, "reader": request.param}
     llm = make_llm(target, max_num_seqs=8)
     base = llm.generate(inputs, sp, use_tqdm=False)
     out["base"] = [list(o.outputs[0].token_ids) for o in base]
     out["base_text"] = [o.outputs[0].text.strip() for o in base]
     shutdown(llm)
-    draft = random_draft(target, CACHE / "draft-qwen3_vl-reader-random")
+    draft = random_draft(target, CACHE / f"draft-{request.param}-random")
     llm = make_llm(target, draft, k=3, max_num_seqs=8)
     out["spec"] = [list(o.outputs[0].token_ids) for o in llm.generate(inputs, sp, use_tqdm=False)]
     shutdown(llm)
@@ -38,7 +40,7 @@ def answers():
 
 def test_vllm_reads_held_out_text(answers):
     acc = [reading.char_accuracy(t, g) for t, g in zip(answers["texts"], answers["base_text"])]
-    print(f"\nvLLM greedy: character accuracy {sum(acc) / len(acc):.1%} on {len(acc)} held-out renders")
+    print(f"\n{answers['reader']} in vLLM, greedy: character accuracy {sum(acc) / len(acc):.1%} on {len(acc)} held-out renders")
     assert sum(acc) / len(acc) >= BAR
 
 

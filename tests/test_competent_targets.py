@@ -1,5 +1,5 @@
-"""The shipped competent tiny target (eagle3_plugin/fixtures/targets/qwen3_vl-reader, built by
-scripts/build_competent_targets.py): its answers are read from the image, on texts and renders it never trained on.
+"""The shipped competent tiny targets (eagle3_plugin/fixtures/targets/{qwen3_vl,hunyuan_vl}-reader, built by
+scripts/build_competent_targets.py): their answers are read from the image, on texts and renders they never trained on.
 
 Held out by construction: evaluation texts come from their own lists and are never produced by the training
 generator; no evaluation render (image bytes + question) equals a training render."""
@@ -16,12 +16,13 @@ from eagle3_plugin import fixtures
 from eagle3_plugin.devtools import reading
 
 BAR = 0.80          # held-out character accuracy the target must reach
+READERS = ("qwen3_vl-reader", "hunyuan_vl-reader")
 
 
-@pytest.fixture(scope="module")
-def reader():
+@pytest.fixture(scope="module", params=READERS)
+def reader(request):
     from transformers import AutoModelForImageTextToText
-    path = fixtures.competent_target("qwen3_vl-reader")
+    path = fixtures.competent_target(request.param)
     return path, AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32).eval()
 
 
@@ -60,3 +61,27 @@ def test_the_answer_depends_on_the_image(reader):
     got = reading.read(model, b, [reading.render(t, rng) for t in texts], [reading.QUESTIONS[0]] * 2)
     assert got[0] != got[1]
     assert all(reading.char_accuracy(t, g) >= 0.6 for t, g in zip(texts, got)), got
+
+
+def test_reading_conversations_hold_out_words_and_renders(tmp_path):
+    """The draft benchmark's data (benchmarks/recipes.py --target-variant reader): no held-out text is a training
+    text, no word of one appears in the other, and no held-out render + question equals a training one."""
+    from PIL import Image
+
+    def rows(split, n=None):
+        path = reading.write_conversations(tmp_path, split, n)
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def digests(rs):
+        out = set()
+        for r in rs:
+            image, question = r["conversations"][0]["content"]
+            out.add(_digest(Image.open(image["image"]).convert("RGB"), question["text"]))
+        return out
+
+    train, held = rows("train", 400), rows("heldout")
+    assert len(held) == len(reading.eval_texts()) and len(train) == 400
+    assert not {r["text"] for r in train} & {r["text"] for r in held}
+    assert not digests(train) & digests(held)
+    again = reading.write_conversations(tmp_path, "train", 7)          # written once: never rewritten
+    assert len(again.read_text().splitlines()) == 400

@@ -1,8 +1,8 @@
-"""A tiny Qwen3-VL target that really reads: its answer is decided by the image.
+"""Tiny vision targets (Qwen3-VL, HunyuanOCR) that really read: the answer is decided by the image.
 
 The task: one line of 3-7 characters (lower-case letters or
 digits) rendered on a 256 x 64 image in a monospace font at 32 px per character, so each character column is one
-image token (patch 16 x merge 2); foreground and background colours, font weight and a 2 px jitter vary. The prompt
+image token (patch 16 x merge 2, both families); foreground and background colours, font weight and a 2 px jitter vary. The prompt
 is one of a few reading questions through the target's own chat template and processor; the answer is the text.
 
 Held out by construction: evaluation texts are English words and digit strings from their own lists and seed;
@@ -63,6 +63,13 @@ def chat(question: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
 
+def end_token_id(target_dir: str | Path) -> int:
+    """The token that ends an assistant turn: the target's first generation eos (<|im_end|>, <｜hy_end▁of▁sentence｜>)."""
+    from transformers import GenerationConfig
+    eos = GenerationConfig.from_pretrained(str(target_dir)).eos_token_id
+    return eos[0] if isinstance(eos, (list, tuple)) else eos
+
+
 class Batcher:
     """Processor inputs with the answer appended (labels on the answer and its end token only)."""
 
@@ -70,7 +77,7 @@ class Batcher:
         from transformers import AutoProcessor
         self.proc = AutoProcessor.from_pretrained(str(target_dir))
         self.tok = self.proc.tokenizer
-        self.end = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.end = end_token_id(target_dir)
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.end
 
     def prompt(self, question: str) -> str:
@@ -153,7 +160,7 @@ def heldout_accuracy(model, batcher: Batcher, seed: int = 99, batch: int = 32) -
 
 def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, batch: int = 32, lr: float = 2e-3,
                  seed: int = 0, log_every: int = 50) -> dict:
-    """Train every parameter of a tiny Qwen3-VL on the reading task and save it (bf16) into `out_dir`."""
+    """Train every parameter of a tiny vision target on the reading task and save it (bf16) into `out_dir`."""
     from transformers import AutoModelForImageTextToText
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -187,4 +194,37 @@ def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, 
         src = Path(target_dir) / name
         if src.exists():
             (out / name).write_text(src.read_text())
-    return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "final_loss": sum(losses[-20:]) / 20}
+    return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "final_loss": sum(losses[-20:]) / len(losses[-20:])}
+
+
+def write_conversations(out_dir: str | Path, split: str, n: int | None = None, seed: int | None = None) -> Path:
+    """OUT/reading-{split}.jsonl: seed-format reading prompts (user turn: a render + a question, empty assistant
+    turn to regenerate), each render a PNG next to it.
+
+    split "train": `n` random training texts (seed 0 by default, the reader's own training stream);
+    split "heldout": every evaluation text, rendered as `heldout_accuracy` renders them (seed 99).
+    Written once: an existing file is returned as it is."""
+    out = Path(out_dir)
+    path = out / f"reading-{split}.jsonl"
+    if path.exists():
+        return path
+    if split == "train":
+        rng = random.Random(0 if seed is None else seed)
+        texts = [training_text(rng) for _ in range(n or 240)]
+    elif split == "heldout":
+        rng = random.Random(99 if seed is None else seed)
+        texts = eval_texts()[:n]
+    else:
+        raise ValueError(f"split {split!r}: use 'train' or 'heldout'")
+    media = out / f"reading-{split}"
+    media.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, text in enumerate(texts):
+        img = media / f"{i:05d}.png"
+        render(text, rng).save(img)
+        question = QUESTIONS[i % len(QUESTIONS)] if split == "heldout" else rng.choice(QUESTIONS)
+        rows.append({"id": f"reading-{split}-{i:05d}", "text": text, "conversations": [
+            {"role": "user", "content": [{"type": "image", "image": str(img)}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": ""}]})
+    from .pipeline import write_jsonl
+    return write_jsonl(path, rows)
