@@ -77,15 +77,19 @@ def _patched(names, target: Path, stack: ExitStack) -> None:
     if not names:
         return
     sd = _target_tensors(target)
-    layers = sorted({int(k.split("layers.")[1].split(".")[0]) for k in sd if ".layers." in k})
-    last = f"model.layers.{layers[-1]}."
+    towers = ("visual", "vit", "audio_tower", "vision", "multi_modal_projector")
+    final_norm = next(k for k in sd if k.endswith("norm.weight") and ".layers." not in k
+                      and not any(t in k for t in towers))           # model.norm / model.language_model.norm
+    stack_prefix = final_norm[:-len("norm.weight")] + "layers."
+    layers = sorted({int(k[len(stack_prefix):].split(".")[0]) for k in sd if k.startswith(stack_prefix)})
+    last = f"{stack_prefix}{layers[-1]}."
     init = loop.init_draft
 
     def init_draft(*a, **kw):
         d = init(*a, **kw)
         with torch.no_grad():
             if "norm" in names:
-                d.norm.weight.copy_(sd["model.norm.weight"].float())
+                d.norm.weight.copy_(sd[final_norm].float())
             if "fc_id" in names:
                 h = d.fc.weight.shape[0]
                 d.fc.weight.mul_(0.1)
@@ -163,7 +167,8 @@ def _prepare_reader(family: str, cache: Path) -> dict:
     if not seen.exists():
         write_jsonl(seen, [json.loads(line) for line in prompts.read_text().splitlines()[:READER_SEEN]])
     regen = regenerate_once(target, prompts, work, max_tokens=16)
-    assert len(list(read_jsonl(regen))) == READER_PROMPTS
+    if len(list(read_jsonl(regen))) != READER_PROMPTS:
+        raise SystemExit(f"{regen}: fewer answers than the {READER_PROMPTS} prompts (see its .errors.jsonl)")
     return {"target": target, "heldout": heldout, "seen": seen, "regen": regen}
 
 
@@ -219,7 +224,9 @@ def main(argv=None) -> dict:
     tag = f"{args.family}-{args.target_variant}"
     results = Path(args.results or REPO / "benchmarks" / "results") / f"recipes-{tag}.json"
     old = json.loads(results.read_text()) if results.exists() else {}
-    rows = dict(old.get("recipes", {}))
+    # rows of earlier runs keep the run that measured them
+    rows = {name: {"run": {"date": old["date"], "commit": old["commit"]}, **r}
+            for name, r in old.get("recipes", {}).items()}
     seen = from_jsonl(pipe["seen"]) if "seen" in pipe else None
     llm = make_llm(pipe["target"], max_model_len=1024, max_num_seqs=4)
     base = run_one(llm, chats, sampling, "baseline", {}, None)
@@ -266,12 +273,18 @@ def _al(r: dict) -> float:
     return 1 + c["accepted"] / c["verifies"]
 
 
+def _delivered(r: dict) -> float:
+    """Output tokens after each request's first per verify step (vLLM's counters also count accepted draft tokens
+    past the end of an answer, which never reach the output: most of the reader's acceptance)."""
+    return (r["output_tokens"] - r["prompts"]) / r["counts"]["verifies"]
+
+
 def table() -> str:
     """The README's recipe rows, rendered from the results files: held-out acceptance length at k = 3 (per position),
     on training media where the run measured it, the ratio to the classic recipe of the same run, and the run."""
     import json
-    rows = ["| target | recipe | accept len, held out (per position) | on training media | × classic | run |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| target | recipe | accept len, held out (per position) | delivered / verify | on training media | "
+            "× classic | run |", "|---|---|---|---|---|---|---|"]
     for tag, label in TARGETS.items():
         path = RESULTS / f"recipes-{tag}.json"
         if not path.exists():
@@ -280,11 +293,13 @@ def table() -> str:
         classic = d["recipes"].get("classic")
         for name, r in d["recipes"].items():
             per_pos = " / ".join(f"{x:.2f}" for x in r["acceptance_per_position"])
-            seen = f"{_al(r['training_media']):.2f}" if "training_media" in r else "–"
-            ratio = f"{_al(r) / _al(classic):.2f}×" if classic else "–"
+            seen = r.get("training_media")
+            seen = f"{_al(seen):.2f} (delivered {_delivered(seen):.2f})" if seen else "–"
+            ratio = f"{_al(r) / _al(classic):.2f}× (delivered {_delivered(r) / _delivered(classic):.2f}×)" \
+                if classic else "–"
             run = r.get("run") or {"date": d["date"], "commit": d["commit"]}
-            rows.append(f"| {label} | {name} | {_al(r):.2f} ({per_pos}) | {seen} | {ratio} | {run['date'][:10]}, "
-                        f"commit {run['commit']}, {d['machine']['cpus']} CPUs |")
+            rows.append(f"| {label} | {name} | {_al(r):.2f} ({per_pos}) | {_delivered(r):.2f} | {seen} | {ratio} | "
+                        f"{run['date'][:10]}, commit {run['commit']}, {d['machine']['cpus']} CPUs |")
     return "\n".join(rows)
 
 

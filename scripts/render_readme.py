@@ -17,7 +17,8 @@ sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "scripts")]
 BLOCKS = {"recipes": ("recipes", "| ours |"), "storage": ("feature_storage", "`--storage int8`"),
           "packing": ("packing", "packed / one-by-one"), "streaming": ("streaming", "| streamed (now) |"),
           "runners": ("runner_positions", "| `--vllm-runner v2` |"), "matrix": ("matrix_report", "| **passed** |"),
-          "speedup": ("speedup_cpu", "| EAGLE-3 k=3 |")}
+          "speedup": ("speedup_cpu", "| EAGLE-3 k=3 |"),
+          "readers": ("eagle3_plugin.devtools.reading", "| `hunyuan_vl-reader` |")}
 
 
 def block(readme: str, marker: str) -> str:

@@ -234,3 +234,13 @@ def test_concurrency_sweep_compares_each_run_with_its_own_baseline(tmp_path, tex
     assert cmd[cmd.index("--max-running-requests") + 1] == "3"
     assert (tmp_path / "r" / "report-tree.png").stat().st_size > 10_000
     assert "| 3-1-8 @3 |" in md
+
+
+def test_delivered_tokens_per_verify_leaves_out_tokens_accepted_past_the_end():
+    """Two answers of 3 and 4 tokens, 4 verify steps that accepted 6 draft tokens: the engine's acceptance length says
+    2.5 tokens per verify, but only the 5 tokens after each request's first reached the output."""
+    from eagle3_plugin.bench import summarise
+    base = _run("baseline", [[1, 2, 3], [4, 5, 6, 7]], spec=False)
+    row = summarise(_run("k=3", [[1, 2, 3], [4, 5, 6, 7]]), base, greedy=True)
+    assert row["acceptance_length"] == 2.5
+    assert row["delivered_tokens_per_verify"] == (7 - 2) / 4

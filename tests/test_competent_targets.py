@@ -76,7 +76,7 @@ def test_reading_conversations_hold_out_words_and_renders(tmp_path):
         out = set()
         for r in rs:
             image, question = r["conversations"][0]["content"]
-            out.add(_digest(Image.open(image["image"]).convert("RGB"), question["text"]))
+            out.add(_digest(Image.open(tmp_path / image["image"]).convert("RGB"), question["text"]))
         return out
 
     train, held = rows("train", 400), rows("heldout")

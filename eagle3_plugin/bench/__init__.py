@@ -175,6 +175,11 @@ def summarise(run: Run, baseline: Run | None, greedy: bool, draft: str | None = 
         s = run.spec
         row.update(counts=asdict(s), acceptance_length=s.acceptance_length(), acceptance_rate=s.acceptance_rate(),
                    acceptance_per_position=s.acceptance_per_position())
+        # The engines count draft tokens accepted past a stop (EOS, max_tokens) that never reach the output; on
+        # answers of a few tokens that dominates. Output tokens after each request's first (prefill) token per
+        # verify step is what the target forwards were worth.
+        if s.verifies:
+            row["delivered_tokens_per_verify"] = (run.output_tokens - run.prompts) / s.verifies
         sim = trainer_sim_al(draft, run.config.get("num_speculative_tokens"))
         if sim:
             gap = abs(s.acceptance_length() - sim) / sim

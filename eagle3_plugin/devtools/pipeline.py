@@ -52,8 +52,9 @@ def regenerate_once(target, prompts: Path, work: Path, max_tokens: int, progress
                         extra=["--max-model-len", "1024", "--max-num-seqs", "16"]) as srv:
             counts = regenerate(RegenConfig(input=str(prompts), output=str(partial), base_url=srv.base_url,
                                             max_tokens=max_tokens, concurrency=16), progress=progress)
-        if counts["failed"]:
-            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations (see {partial}.errors.jsonl)")
+        if counts["failed"] or counts["bad_lines"]:
+            raise RuntimeError(f"regeneration failed for {counts['failed']} conversations and refused "
+                               f"{counts['bad_lines']} lines (see {partial}.errors.jsonl)")
         os.replace(partial, regen)
     return regen
 

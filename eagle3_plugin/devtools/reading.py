@@ -199,7 +199,8 @@ def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, 
 
 def write_conversations(out_dir: str | Path, split: str, n: int | None = None, seed: int | None = None) -> Path:
     """OUT/reading-{split}.jsonl: seed-format reading prompts (user turn: a render + a question, empty assistant
-    turn to regenerate), each render a PNG next to it.
+    turn to regenerate), each render a PNG in OUT/reading-{split}/ (paths relative to the jsonl, as the trainer reads
+    them).
 
     split "train": `n` random training texts (seed 0 by default, the reader's own training stream);
     split "heldout": every evaluation text, rendered as `heldout_accuracy` renders them (seed 99).
@@ -224,7 +225,21 @@ def write_conversations(out_dir: str | Path, split: str, n: int | None = None, s
         render(text, rng).save(img)
         question = QUESTIONS[i % len(QUESTIONS)] if split == "heldout" else rng.choice(QUESTIONS)
         rows.append({"id": f"reading-{split}-{i:05d}", "text": text, "conversations": [
-            {"role": "user", "content": [{"type": "image", "image": str(img)}, {"type": "text", "text": question}]},
+            {"role": "user", "content": [{"type": "image", "image": str(img.relative_to(out))},
+                                         {"type": "text", "text": question}]},
             {"role": "assistant", "content": ""}]})
     from .pipeline import write_jsonl
     return write_jsonl(path, rows)
+
+
+def table() -> str:
+    """The README's reader rows, rendered from each shipped reader's competent_target.json (what its build measured)."""
+    import json
+    rows = ["| target | held-out exact | characters | texts | build | run |", "|---|---|---|---|---|---|"]
+    for target in sorted((FIXTURES / "targets").glob("*-reader"), reverse=True):
+        info = json.loads((target / "competent_target.json").read_text())
+        h, r = info["heldout"], info["recipe"]
+        rows.append(f"| `{target.name}` | {h['exact']:.1%} | {h['char_accuracy']:.1%} | {h['texts']} | "
+                    f"{r['steps']} steps × {r['batch']}, {info['build_seconds']:.0f} s | {info['date'][:10]}, commit "
+                    f"{info['commit']}, {info['machine']['cpus']} CPUs |")
+    return "\n".join(rows)
