@@ -40,7 +40,8 @@ def answers(request):
 
 def test_vllm_reads_held_out_text(answers):
     acc = [reading.char_accuracy(t, g) for t, g in zip(answers["texts"], answers["base_text"])]
-    print(f"\n{answers['reader']} in vLLM, greedy: character accuracy {sum(acc) / len(acc):.1%} on {len(acc)} held-out renders")
+    print(f"\n{answers['reader']} in vLLM, greedy: character accuracy {sum(acc) / len(acc):.1%} on {len(acc)} "
+          "held-out renders")
     assert sum(acc) / len(acc) >= BAR
 
 

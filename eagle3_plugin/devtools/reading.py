@@ -1,9 +1,9 @@
 """Tiny vision targets (Qwen3-VL, HunyuanOCR) that really read: the answer is decided by the image.
 
-The task: one line of 3-7 characters (lower-case letters or
-digits) rendered on a 256 x 64 image in a monospace font at 32 px per character, so each character column is one
-image token (patch 16 x merge 2, both families); foreground and background colours, font weight and a 2 px jitter vary. The prompt
-is one of a few reading questions through the target's own chat template and processor; the answer is the text.
+The task: one line of 3-7 characters (lower-case letters or digits) rendered on a 256 x 64 image in a monospace
+font at 32 px per character, so each character column is one image token (patch 16 x merge 2, both families);
+foreground and background colours, font weight and a 2 px jitter vary. The prompt is one of a few reading questions
+through the target's own chat template and processor; the answer is the text.
 
 Held out by construction: evaluation texts are English words and digit strings from their own lists and seed;
 training strings are random and never equal an evaluation text (``training_text`` rejects them), and evaluation
