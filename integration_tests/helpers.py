@@ -138,6 +138,33 @@ def shutdown(llm) -> None:
     del llm
 
 
+DRAFT_SWAP = "helpers.DraftSwap"     # make_llm(..., worker_extension_cls=DRAFT_SWAP) enables swap_draft
+
+
+class DraftSwap:
+    """vLLM worker extension (worker_extension_cls): load another draft's weights into the running draft model."""
+
+    def eagle3_load_draft(self, path: str) -> int:
+        """What vLLM's own draft weight update does (weight_transfer engines after start_draft_weight_update): a
+        layerwise reload in checkpoint format, so layers whose weights the CPU backend repacked are re-processed."""
+        from safetensors.torch import load_file
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
+        model = self.model_runner.drafter.model
+        sd = load_file(os.path.join(path, "model.safetensors"))
+        with set_current_vllm_config(self.vllm_config):
+            initialize_layerwise_reload(model)
+            model.load_weights(sd.items())
+            finalize_layerwise_reload(model, self.vllm_config.speculative_config.draft_model_config)
+        return len(sd)
+
+
+def swap_draft(llm, draft: Path) -> None:
+    """Serve another draft of the same configuration in a running engine (built with DRAFT_SWAP)."""
+    llm.collective_rpc("eagle3_load_draft", args=(str(draft),))
+    llm.reset_prefix_cache()     # the draft's KV of cached prompt blocks was written by the previous draft
+
+
 def spec_counters(llm) -> dict:
     """vLLM's own spec-decode counters (cumulative for this engine)."""
     from eagle3_plugin.bench.vllm_offline import engine_counters

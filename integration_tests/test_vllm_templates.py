@@ -22,13 +22,12 @@ reproduces its fresh-load run count for count. One engine instead of nine keeps 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import make_llm, shutdown, tiny
+from helpers import DRAFT_SWAP, make_llm, shutdown, swap_draft, tiny
 
 from eagle3_plugin import fixtures
 
@@ -69,24 +68,6 @@ def _messages(rows: list[dict]) -> list[list[dict]]:
 def _text(msgs: list[dict]) -> str:
     c = msgs[0]["content"]
     return c if isinstance(c, str) else "\n".join(p["text"] for p in c)
-
-
-class DraftSwap:
-    """vLLM worker extension (worker_extension_cls): load another draft's weights into the running draft model."""
-
-    def eagle3_load_draft(self, path: str) -> int:
-        """What vLLM's own draft weight update does (weight_transfer engines after start_draft_weight_update): a
-        layerwise reload in checkpoint format, so layers whose weights the CPU backend repacked are re-processed."""
-        from safetensors.torch import load_file
-        from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
-        model = self.model_runner.drafter.model
-        sd = load_file(os.path.join(path, "model.safetensors"))
-        with set_current_vllm_config(self.vllm_config):
-            initialize_layerwise_reload(model)
-            model.load_weights(sd.items())
-            finalize_layerwise_reload(model, self.vllm_config.speculative_config.draft_model_config)
-        return len(sd)
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -200,20 +181,15 @@ def train_and_serve(panel: dict) -> dict:
 
     t = time.perf_counter()
     first = NAMES[0]
-    llm = make_llm(target, res[first]["draft"], k=K, worker_extension_cls=f"{__name__}.DraftSwap")
-
-    def swap(draft: Path) -> None:
-        llm.collective_rpc("eagle3_load_draft", args=(str(draft),))
-        llm.reset_prefix_cache()     # the draft's KV of cached prompt blocks was written by the previous draft
-
+    llm = make_llm(target, res[first]["draft"], k=K, worker_extension_cls=DRAFT_SWAP)
     try:
         res[first].update(_served_chat(llm, panel[first]))      # the draft vLLM loaded itself
-        swap(untrained)                                          # a swap takes effect ...
+        swap_draft(llm, untrained)                               # a swap takes effect ...
         res["untrained"] = _served_chat(llm, panel[first])
-        swap(res[first]["draft"])                                # ... and serves as the freshly loaded draft did
+        swap_draft(llm, res[first]["draft"])                     # ... and serves as freshly loaded
         res["swapped_back"] = _served_chat(llm, panel[first])
         for name in NAMES[1:]:
-            swap(res[name]["draft"])
+            swap_draft(llm, res[name]["draft"])
             res[name].update(_served_chat(llm, panel[name]))
     finally:
         shutdown(llm)
