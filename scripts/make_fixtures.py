@@ -1,9 +1,11 @@
 """Regenerate the media fixtures committed under eagle3_plugin/fixtures/ (maintainers only; tests never run this).
 
     python scripts/make_fixtures.py        # needs pillow, espeak-ng and sox (apt-get install espeak-ng sox)
+    python scripts/make_fixtures.py words  # only words.txt (needs apt-get install wamerican)
 
 Writes: corpus.txt (tokenizer / pretraining text), images/*.png (PIL-rendered documents and scenes),
-audio/*.wav (espeak-ng speech, 16 kHz mono), conversations.jsonl (seed-format chats: text, image, audio).
+audio/*.wav (espeak-ng speech, 16 kHz mono), conversations.jsonl (seed-format chats: text, image, audio),
+words.txt (English words the reading drafts train on: SCOWL via Debian's wamerican, notice in words.NOTICE).
 Deterministic: a fixed RNG seed, and the same tools give the same files.
 """
 import json
@@ -150,7 +152,25 @@ def make_conversations(images, audio) -> list[dict]:
     return [{"id": r["id"], "conversations": r["conversations"]} for r in rows]
 
 
+WORD_LIST = Path("/usr/share/dict/american-english")
+WORDS = 6000
+
+
+def make_words() -> None:
+    """A seeded sample of the 3-7 letter lower-case words of SCOWL (wamerican), with its copyright notice. Held-out
+    reading words are left out where they are used (devtools/reading.py), not here."""
+    words = sorted({w for w in WORD_LIST.read_text().split() if w.isascii() and w.isalpha() and w.islower()
+                    and 3 <= len(w) <= 7})
+    pick = sorted(random.Random(7).sample(words, WORDS))
+    (OUT / "words.txt").write_text("\n".join(pick) + "\n")
+    notice = Path("/usr/share/doc/wamerican/copyright").read_text()
+    (OUT / "words.NOTICE").write_text("words.txt: a sample of SCOWL's word lists (Debian package wamerican).\n\n"
+                                      + notice)
+    print(f"{len(pick)} of {len(words)} words -> {OUT / 'words.txt'}")
+
+
 def main():
+    make_words()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "corpus.txt").write_text(make_corpus())
     images = make_images()
@@ -163,4 +183,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    make_words() if sys.argv[1:] == ["words"] else main()

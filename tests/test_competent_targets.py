@@ -82,6 +82,21 @@ def test_reading_conversations_hold_out_words_and_renders(tmp_path):
     train, held = rows("train", 400), rows("heldout")
     assert len(held) == len(reading.eval_texts()) and len(train) == 400
     assert not {r["text"] for r in train} & {r["text"] for r in held}
+    words = set(reading.dictionary_words())
+    assert not words & set(reading.eval_texts())
+    assert 100 < len({r["text"] for r in train} & words) < 300        # about half are English words
     assert not digests(train) & digests(held)
     again = reading.write_conversations(tmp_path, "train", 7)          # written once: never rewritten
     assert len(again.read_text().splitlines()) == 400
+
+
+def test_the_first_training_renders_are_the_full_set_s(tmp_path):
+    """`first=N` writes exactly the first N conversations and renders of the full training set: the training media a
+    shipped draft is measured on (integration_tests/test_vllm_reader.py) are the ones it trained on."""
+    full = reading.write_conversations(tmp_path / "full", "train", 60)
+    part = reading.write_conversations(tmp_path / "part", "train", 60, first=5)
+    rows = [json.loads(line) for line in part.read_text().splitlines()]
+    assert rows == [json.loads(line) for line in full.read_text().splitlines()][:5]
+    for r in rows:
+        image = r["conversations"][0]["content"][0]["image"]
+        assert (tmp_path / "part" / image).read_bytes() == (tmp_path / "full" / image).read_bytes()

@@ -6,7 +6,8 @@ foreground and background colours, font weight and a 2 px jitter vary. The promp
 through the target's own chat template and processor; the answer is the text.
 
 Held out by construction: evaluation texts are English words and digit strings from their own lists and seed;
-training strings are random and never equal an evaluation text (``training_text`` rejects them), and evaluation
+the target trained on random strings that never equal an evaluation text (``training_text`` rejects them), its
+drafts on those and on English words from the shipped word list, never an evaluation word (``draft_text``); evaluation
 renders use other colours' seeds. Every stage is seeded, so a rebuild reproduces the weights on the same machine.
 """
 from __future__ import annotations
@@ -46,6 +47,17 @@ def training_text(rng: random.Random) -> str:
         text = "".join(rng.choice(alphabet) for _ in range(n))
         if text not in held:
             return text
+
+
+def dictionary_words() -> list[str]:
+    """The shipped English words (fixtures/words.txt) that are not evaluation texts."""
+    held = set(eval_texts())
+    return [w for w in (FIXTURES / "words.txt").read_text().split() if w not in held]
+
+
+def draft_text(rng: random.Random, words: list[str]) -> str:
+    """What a reader's drafts train on: an English word (1 in 2), as documents hold, else a `training_text`."""
+    return rng.choice(words) if rng.random() < 0.5 else training_text(rng)
 
 
 def render(text: str, rng: random.Random):
@@ -197,13 +209,15 @@ def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, 
     return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "final_loss": sum(losses[-20:]) / len(losses[-20:])}
 
 
-def write_conversations(out_dir: str | Path, split: str, n: int | None = None, seed: int | None = None) -> Path:
+def write_conversations(out_dir: str | Path, split: str, n: int | None = None, seed: int | None = None,
+                        first: int | None = None) -> Path:
     """OUT/reading-{split}.jsonl: seed-format reading prompts (user turn: a render + a question, empty assistant
     turn to regenerate), each render a PNG in OUT/reading-{split}/ (paths relative to the jsonl, as the trainer reads
     them).
 
-    split "train": `n` random training texts (seed 0 by default, the reader's own training stream);
+    split "train": `n` draft training texts (`draft_text`, seed 0 by default);
     split "heldout": every evaluation text, rendered as `heldout_accuracy` renders them (seed 99).
+    `first`: only the first renders of that set, equal to the full set's (a draft's training media, to measure it on).
     Written once: an existing file is returned as it is."""
     out = Path(out_dir)
     path = out / f"reading-{split}.jsonl"
@@ -211,7 +225,8 @@ def write_conversations(out_dir: str | Path, split: str, n: int | None = None, s
         return path
     if split == "train":
         rng = random.Random(0 if seed is None else seed)
-        texts = [training_text(rng) for _ in range(n or 240)]
+        words = dictionary_words()
+        texts = [draft_text(rng, words) for _ in range(n or 240)]
     elif split == "heldout":
         rng = random.Random(99 if seed is None else seed)
         texts = eval_texts()[:n]
@@ -220,7 +235,7 @@ def write_conversations(out_dir: str | Path, split: str, n: int | None = None, s
     media = out / f"reading-{split}"
     media.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, text in enumerate(texts):
+    for i, text in enumerate(texts[:first]):
         img = media / f"{i:05d}.png"
         render(text, rng).save(img)
         question = QUESTIONS[i % len(QUESTIONS)] if split == "heldout" else rng.choice(QUESTIONS)
