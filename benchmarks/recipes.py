@@ -182,12 +182,12 @@ def _run_id() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit}
 
 
-def _write(results: Path, args, pipe, chats, rows, seen=None) -> None:
+def _write(results: Path, args, pipe, chats, rows, seen=None, training_prompts: int = 0) -> None:
     doc = {"family": args.family, "target_variant": args.target_variant, "target": str(pipe["target"]), **_run_id(),
            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "cpus": os.cpu_count()},
            "heldout_prompts": len(chats), "training_media_prompts": len(seen or []),
-           "training_prompts": sum(1 for _ in open(pipe["regen"])), "recipes": rows}
+           "training_prompts": training_prompts, "recipes": rows}
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
@@ -232,6 +232,8 @@ def main(argv=None) -> dict:
     steps = args.steps or (READER_BUDGET[0] if reader else BUDGET[FAMILIES[args.family].modality][1])
     batch = args.batch_size or (READER_BUDGET[1] if reader else 1)
     chats = from_jsonl(pipe["heldout"])
+    with open(pipe["regen"]) as f:
+        training_prompts = sum(1 for _ in f)
     sampling = SamplingParams(temperature=0, max_tokens=48)
     tag = f"{args.family}-{args.target_variant}"
     results = Path(args.results or REPO / "benchmarks" / "results") / f"recipes-{tag}.json"
@@ -264,10 +266,10 @@ def main(argv=None) -> dict:
                       "config": RECIPES[name], "patches": list(PATCHES.get(name, ())), "run": _run_id()}
         if run_seen:
             rows[name]["training_media"] = summarise(run_seen, base_seen, greedy=True)
-        _write(results, args, pipe, chats, rows, seen)       # after every recipe: a long run keeps what it measured
+        _write(results, args, pipe, chats, rows, seen, training_prompts)   # a long run keeps what it measured
     if args.ship and reader:
         for name in args.recipes:
-            ship_draft(drafts[name], f"{tag}-{name}", {**rows[name], "training_prompts": args.reader_prompts})
+            ship_draft(drafts[name], f"{tag}-{name}", {**rows[name], "training_prompts": training_prompts})
     print(f"\n{tag}: {steps} steps x {batch}, {len(chats)} held-out prompts, k={args.k}")
     print(f"{'recipe':<10} {'accept len':>10}  per position        lossless")
     for name, r in rows.items():
@@ -331,7 +333,7 @@ def table() -> str:
     on training media where the run measured it, the ratio to the classic recipe of the same run, and the run."""
     import json
     rows = ["| target | recipe | budget: steps × conversations (on training prompts) | accept len, held out (per "
-            "position) | delivered / verify | on training media | × classic | run |", "|---|---|---|---|---|---|---|---|"]
+            "position) | delivered / verify | on training media | × classic | run |", "|---" * 8 + "|"]
     for tag, label in TARGETS.items():
         path = RESULTS / f"recipes-{tag}.json"
         if not path.exists():
@@ -347,8 +349,8 @@ def table() -> str:
             run = r.get("run") or {"date": d["date"], "commit": d["commit"]}
             budget = f"{r['steps']} × {r.get('batch_size', 1)}" + (f" ({d['training_prompts']})"
                                                                   if "training_prompts" in d else "")
-            rows.append(f"| {label} | {name} | {budget} | {_al(r):.2f} ({per_pos}) | {_delivered(r):.2f} | {seen} | {ratio} | "
-                        f"{run['date'][:10]}, commit {run['commit']}, {d['machine']['cpus']} CPUs |")
+            rows.append(f"| {label} | {name} | {budget} | {_al(r):.2f} ({per_pos}) | {_delivered(r):.2f} | {seen} | "
+                        f"{ratio} | {run['date'][:10]}, commit {run['commit']}, {d['machine']['cpus']} CPUs |")
     return "\n".join(rows)
 
 

@@ -41,7 +41,8 @@ def served(request, tmp_path_factory):
     out = {"reader": reader, "texts": texts, "trained_by": trained_by, "held": len(held), "seen": len(seen)}
 
     llm = make_llm(target)          # the settings of the drafts' training run (benchmarks/recipes.py)
-    out["base"], out["base_seen"] = run_one(llm, held, sp, "baseline", {}, None), run_one(llm, seen, sp, "seen", {}, None)
+    out["base"] = run_one(llm, held, sp, "baseline", {}, None)
+    out["base_seen"] = run_one(llm, seen, sp, "baseline, training media", {}, None)
     tok = llm.get_tokenizer()
     out["base_text"] = [tok.decode(t, skip_special_tokens=True).strip() for t in out["base"].outputs]
     shutdown(llm)
