@@ -47,6 +47,13 @@ def _heldout(llm, chats, label, k=None):
                    {"num_speculative_tokens": k} if k else {}, k)
 
 
+def _one_at_a_time(llm, chats) -> list[list[int]]:
+    """Greedy answers with each prompt alone in the engine (a batch of one image)."""
+    from vllm import SamplingParams
+    sp = SamplingParams(temperature=0, max_tokens=48)
+    return [list(llm.chat([c], sp, use_tqdm=False)[0].outputs[0].token_ids) for c in chats]
+
+
 def _probe_one(llm, family):
     """One prompt alone (so the first draft forward is exactly its prefill), returns its prompt token ids."""
     from vllm import SamplingParams
@@ -86,11 +93,9 @@ def served(request):
     llm = make_llm(target)
     res["base_tokens"], res["prompt_lens"] = _greedy(llm, family, held)
     res["base_heldout"] = _heldout(llm, held, "baseline")
-    shutdown(llm)
     if family == "hunyuan_vl":      # the Transformers backend: batched image encoding must not change the output
-        llm = make_llm(target, max_num_seqs=1)
-        res["one_at_a_time"] = _heldout(llm, held, "baseline, max_num_seqs=1")
-        shutdown(llm)
+        res["one_at_a_time"] = _one_at_a_time(llm, held)
+    shutdown(llm)
 
     dump = Path(tempfile.mkdtemp(prefix=f"eagle3-dump-{family}-"))
     os.environ["EAGLE3_PLUGIN_DUMP_DIR"] = str(dump)
@@ -148,7 +153,7 @@ def test_batched_serving_equals_one_request_at_a_time(served):
     looks lossy."""
     if "one_at_a_time" not in served:
         return          # native vLLM models: batch independence is covered by the token-identity test
-    assert served["one_at_a_time"].outputs == served["base_heldout"].outputs
+    assert served["one_at_a_time"] == served["base_heldout"].outputs
 
 
 def test_trained_draft_accepts_far_more_than_an_untrained_one(served):

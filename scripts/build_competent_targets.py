@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Build the competent tiny targets shipped in eagle3_plugin/fixtures/targets/ (seeded; CPU; prints its run time).
 
-  qwen3_vl-reader     the pipeline's tiny Qwen3-VL, every parameter trained to read one line of rendered text
-  hunyuan_vl-reader   the pipeline's tiny HunyuanOCR, the same task (eagle3_plugin/devtools/reading.py)
+  qwen3_vl-reader        the pipeline's tiny Qwen3-VL, every parameter trained to read one line of rendered text
+  hunyuan_vl-reader      the pipeline's tiny HunyuanOCR, the same task (eagle3_plugin/devtools/reading.py)
+  qwen2_audio-listener   the pipeline's tiny Qwen2-Audio with a 5 s window, trained to write down what espeak-ng
+                         spells out (eagle3_plugin/devtools/listening.py; needs espeak-ng and sox)
 Each one's held-out character accuracy is printed and stored in its competent_target.json.
 
-    python scripts/build_competent_targets.py [--family qwen3_vl ...] [--steps 1500] [--out DIR]
+    python scripts/build_competent_targets.py [--family qwen3_vl ...] [--steps N] [--out DIR]
 
 The output folder is written next to its final place and moved in, so a failed build leaves the shipped one intact.
 """
@@ -21,11 +23,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-READER_FAMILIES = ("qwen3_vl", "hunyuan_vl")
+
+
+@dataclass(frozen=True)
+class Competent:
+    """What a family's competent target learns, from which tiny target, at what budget."""
+    role: str                        # the fixture's suffix: qwen3_vl-reader, qwen2_audio-listener
+    task: str                        # reading.READING / listening.LISTENING
+    steps: int
+    pool_size: int = 0               # training examples made up front (0: each batch made anew)
+    tiny: dict = field(default_factory=dict)
+
+
+BUILDS = {"qwen3_vl": Competent("reader", "READING", 1500),
+          "hunyuan_vl": Competent("reader", "READING", 1500),
+          "qwen2_audio": Competent("listener", "LISTENING", 1500, pool_size=12000, tiny={"audio_seconds": 5})}
 
 
 def _commit() -> str:
@@ -33,23 +50,31 @@ def _commit() -> str:
     return run("rev-parse", "--short", "HEAD") + ("-dirty" if run("status", "--porcelain") else "")
 
 
-def build_reader(family: str, out_root: Path, steps: int, seed: int) -> dict:
-    from transformers import AutoModelForImageTextToText
+def _task(build: Competent):
+    from eagle3_plugin.devtools import listening, reading
+    return getattr(listening if build.task == "LISTENING" else reading, build.task)
+
+
+def build_target(family: str, out_root: Path, steps: int | None, seed: int) -> dict:
     from eagle3_plugin.devtools import reading
     from eagle3_plugin.devtools.pipeline import PipelineConfig
     from eagle3_plugin.devtools.tiny import cached_tiny_target
+    build = BUILDS[family]
+    task, steps = _task(build), steps or build.steps
     t0 = time.perf_counter()
-    base = cached_tiny_target(family, pretrain_steps=PipelineConfig.for_family(family, workdir="").pretrain_steps)
-    final = out_root / f"{family}-reader"
+    base = cached_tiny_target(family, pretrain_steps=PipelineConfig.for_family(family, workdir="").pretrain_steps,
+                              **build.tiny)
+    name = f"{family}-{build.role}"
+    final = out_root / name
     if final.exists() and not (final / "competent_target.json").exists():
         raise SystemExit(f"{final} exists and was not written by this script: move it away first")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-reader.tmp-", dir=out_root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_root))
     tmp.chmod(0o755)                # mkdtemp makes it private; the fixture is shipped
     try:
-        recipe = reading.train_reader(base, tmp, steps=steps, seed=seed)
-        model = AutoModelForImageTextToText.from_pretrained(str(tmp)).float().eval()
-        acc = reading.heldout_accuracy(model, reading.Batcher(tmp))
-        info = {"task": "read one line of rendered text (eagle3_plugin/devtools/reading.py)", "recipe": recipe,
+        recipe = reading.train_target(base, tmp, task, steps=steps, seed=seed, pool_size=build.pool_size)
+        model = reading.load_model(task, tmp).eval()
+        acc = reading.heldout_accuracy(model, reading.Batcher(tmp, task.media), task=task)
+        info = {"task": f"{task.name} ({task.make.__module__})", "recipe": recipe,
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "commit": _commit(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                 "heldout": {k: v for k, v in acc.items() if k != "examples"},
@@ -60,24 +85,24 @@ def build_reader(family: str, out_root: Path, steps: int, seed: int) -> dict:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{family}-reader: held-out exact {acc['exact']:.1%}, characters {acc['char_accuracy']:.1%} "
+    print(f"{name}: held-out exact {acc['exact']:.1%}, characters {acc['char_accuracy']:.1%} "
           f"({acc['texts']} texts); e.g. {acc['examples'][:4]}; {info['build_seconds']:.0f} s")
     return info
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", action="append", choices=READER_FAMILIES,
+    p.add_argument("--family", action="append", choices=list(BUILDS),
                    help="build only these (repeatable); default: all")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the family's, in BUILDS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "eagle3_plugin" / "fixtures" / "targets"))
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    for family in args.family or READER_FAMILIES:
-        build_reader(family, out, args.steps, args.seed)
+    for family in args.family or BUILDS:
+        build_target(family, out, args.steps, args.seed)
     print(f"built in {time.perf_counter() - t:.0f} s")
     return 0
 

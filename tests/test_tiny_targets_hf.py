@@ -69,3 +69,22 @@ def test_tiny_build_is_deterministic(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+
+
+def test_the_shipped_pretrained_tiny_targets_are_the_pipeline_s():
+    """tests/fixtures/tiny holds, under its spec key, the pretrained tiny target the pipeline builds for each family
+    (scripts/test.sh seeds the cache with them): a change of spec or key means rebuilding them
+    (python scripts/make_fixtures.py tiny)."""
+    import json
+    from pathlib import Path
+    from eagle3_plugin.devtools.pipeline import PipelineConfig
+    from eagle3_plugin.devtools.tiny import TinySpec
+    from eagle3_plugin.families import FAMILIES
+    root = Path(__file__).resolve().parent / "fixtures" / "tiny"
+    shipped = {p.name: json.loads((p / "tiny_spec.json").read_text()) for p in root.iterdir() if p.is_dir()}
+    want = {TinySpec(family=f, pretrain_steps=PipelineConfig.for_family(f, workdir="").pretrain_steps).key()
+            for f in FAMILIES}
+    assert set(shipped) == want
+    for key, spec in shipped.items():
+        assert TinySpec(**spec).key() == key
+        assert (root / key / "model.safetensors").stat().st_size > 1_000_000

@@ -341,8 +341,9 @@ class Tokenizer:
                             "check the file; images must be readable by PIL, audio by soundfile") from None
         for p, img in zip(images, kw.get("images", [])):
             self._check_image(conv.where, p, img)
+        fe = getattr(self.processor, "feature_extractor", None)
         for p, wav in zip(audios, kw.get("audio", [])):
-            _check_audio(conv.where, p, wav)
+            _check_audio(conv.where, p, wav, fe.sampling_rate, getattr(fe, "chunk_length", None))
         try:
             return dict(self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kw))
         except Exception as e:  # noqa: BLE001 - media the processor cannot take (too small, empty audio)
@@ -397,14 +398,19 @@ def _stop_ids(target_path: Path, tokenizer) -> list[int]:
 SILENCE = 1e-4          # peak amplitude below which a clip holds nothing to transcribe
 
 
-def _check_audio(where: str, path, wav) -> None:
-    """Empty or silent audio is refused: an answer cannot come from it."""
+def _check_audio(where: str, path, wav, sr: int, window_s: float | None) -> None:
+    """Empty or silent audio is refused: an answer cannot come from it. So is a clip longer than the target's
+    window: its processor would drop the rest, and the answer may come from what it dropped."""
     if len(wav) == 0:
         raise DataError(where, f"audio {Path(path).name} has no samples", "give a clip with sound in it")
     peak = float(abs(wav).max())
     if peak < SILENCE:
         raise DataError(where, f"audio {Path(path).name} is silent (peak amplitude {peak:.1e} over "
                                f"{len(wav)} samples)", "give a clip with sound in it, or leave this conversation out")
+    if window_s and len(wav) > window_s * sr:
+        raise DataError(where, f"audio {Path(path).name} lasts {len(wav) / sr:.1f} s, longer than the target's "
+                               f"{window_s} s window (its processor keeps only the first {window_s} s)",
+                        f"split the clip into pieces of at most {window_s} s")
 
 
 def _load_audio(path: Path, sr: int):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # (prompts to regenerate, optimizer steps) per modality: a few minutes per family on 2 CPU cores
-BUDGET = {"text": (240, 800), "image": (120, 500), "audio": (96, 500)}
+BUDGET = {"text": (240, 800), "image": (120, 250), "audio": (96, 250)}
 
 
 @dataclass

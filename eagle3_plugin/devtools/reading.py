@@ -9,12 +9,17 @@ Held out by construction: evaluation texts are English words and digit strings f
 the target trained on random strings that never equal an evaluation text (``training_text`` rejects them), its
 drafts on those and on English words from the shipped word list, never an evaluation word (``draft_text``); evaluation
 renders use other colours' seeds. Every stage is seeded, so a rebuild reproduces the weights on the same machine.
+
+What a task needs beyond its media (`Task`, `Batcher`, `train_target`, `heldout_accuracy`, `write_conversations`) is
+shared with the listening task (devtools/listening.py).
 """
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -71,8 +76,28 @@ def render(text: str, rng: random.Random):
     return img
 
 
-def chat(question: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+def save_image(img, path: Path) -> None:
+    img.save(path)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task whose answer the media decides: what a tiny target learns, and what its drafts are measured on.
+    `make(text, rng)` renders or speaks the text; `model_class` is the transformers class that trains it."""
+    name: str
+    media: str                                  # "image" | "audio": the chat content type
+    make: Callable[[str, random.Random], Any]
+    save: Callable[[Any, Path], None]
+    suffix: str
+    questions: tuple[str, ...]
+    model_class: str
+
+
+READING = Task("reading", "image", render, save_image, ".png", QUESTIONS, "AutoModelForImageTextToText")
+
+
+def chat(question: str, media: str = "image") -> list[dict]:
+    return [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
 
 
 def end_token_id(target_dir: str | Path) -> int:
@@ -83,36 +108,42 @@ def end_token_id(target_dir: str | Path) -> int:
 
 
 class Batcher:
-    """Processor inputs with the answer appended (labels on the answer and its end token only)."""
+    """Processor inputs with the answer appended (labels on the answer and its end token only). `media`: "image"
+    (PIL images) or "audio" (16 kHz float32 waveforms)."""
+    TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
-    def __init__(self, target_dir: str | Path):
+    def __init__(self, target_dir: str | Path, media: str = "image"):
         from transformers import AutoProcessor
         self.proc = AutoProcessor.from_pretrained(str(target_dir))
         self.tok = self.proc.tokenizer
+        self.media = media
         self.end = end_token_id(target_dir)
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.end
 
     def prompt(self, question: str) -> str:
-        return self.proc.apply_chat_template(chat(question), add_generation_prompt=True, tokenize=False)
+        return self.proc.apply_chat_template(chat(question, self.media), add_generation_prompt=True, tokenize=False)
 
-    def inputs(self, images, questions) -> dict:
-        return dict(self.proc(text=[self.prompt(q) for q in questions], images=list(images), return_tensors="pt",
-                              padding=True))
+    def inputs(self, items, questions) -> dict:
+        media = ({"images": list(items)} if self.media == "image" else
+                 {"audio": list(items), "sampling_rate": self.proc.feature_extractor.sampling_rate})
+        return dict(self.proc(text=[self.prompt(q) for q in questions], return_tensors="pt", padding=True, **media))
 
-    def training_batch(self, images, questions, answers) -> dict:
+    def training_batch(self, items, questions, answers) -> dict:
         """Each row is prompt + answer + end, right-padded as a whole (no padding inside a row, as in serving).
         Rows come grouped by question (one processor call per question)."""
-        rows, mm_rows, prompt_lens, pixels, grids = [], [], [], [], []
+        rows, mm_rows, prompt_lens, media = [], [], [], {}
         for q in dict.fromkeys(questions):
             idx = [i for i, x in enumerate(questions) if x == q]
-            enc = self.inputs([images[i] for i in idx], [q] * len(idx))
-            pixels.append(enc["pixel_values"])
-            grids.append(enc["image_grid_thw"])
+            enc = self.inputs([items[i] for i in idx], [q] * len(idx))
+            for key, value in enc.items():
+                if key not in self.TEXT_KEYS:
+                    media.setdefault(key, []).append(value)
             for j, i in enumerate(idx):
                 answer = self.tok(answers[i], add_special_tokens=False)["input_ids"] + [self.end]
-                prompt_lens.append(enc["input_ids"].shape[1])
-                rows.append(enc["input_ids"][j].tolist() + answer)
-                mm_rows.append(enc["mm_token_type_ids"][j].tolist() + [0] * len(answer)
+                keep = enc["attention_mask"][j].bool()          # a prompt padded to its group's longest
+                prompt_lens.append(int(keep.sum()))
+                rows.append(enc["input_ids"][j][keep].tolist() + answer)
+                mm_rows.append(enc["mm_token_type_ids"][j][keep].tolist() + [0] * len(answer)
                                if "mm_token_type_ids" in enc else None)
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
@@ -125,8 +156,8 @@ class Batcher:
             mask[i, :len(r)] = 1
             if mm_rows[i] is not None:
                 mm[i, :len(r)] = torch.tensor(mm_rows[i])
-        out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.cat(pixels),
-               "image_grid_thw": torch.cat(grids)}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+               **{key: torch.cat(parts) for key, parts in media.items()}}
         if mm_rows[0] is not None:
             out["mm_token_type_ids"] = mm
         return out
@@ -156,38 +187,57 @@ def read(model, batcher: Batcher, images, questions, max_new_tokens: int = 10) -
     return [batcher.tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
 
 
-def heldout_accuracy(model, batcher: Batcher, seed: int = 99, batch: int = 32) -> dict:
-    """Exact match and character accuracy on the evaluation texts, each rendered once (seed `seed`)."""
+def heldout_accuracy(model, batcher: Batcher, seed: int = 99, batch: int = 32, task: Task = READING) -> dict:
+    """Exact match and character accuracy on the evaluation texts, each made once (seed `seed`)."""
     rng = random.Random(seed)
     texts = eval_texts()
-    images = [render(t, rng) for t in texts]
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(len(texts))]
+    items = [task.make(t, rng) for t in texts]
+    questions = [task.questions[i % len(task.questions)] for i in range(len(texts))]
     got = []
     for i in range(0, len(texts), batch):
-        got += read(model, batcher, images[i:i + batch], questions[i:i + batch])
+        got += read(model, batcher, items[i:i + batch], questions[i:i + batch])
     acc = [char_accuracy(t, g) for t, g in zip(texts, got)]
     return {"texts": len(texts), "exact": sum(t == g for t, g in zip(texts, got)) / len(texts),
             "char_accuracy": sum(acc) / len(acc), "examples": list(zip(texts, got))[:8]}
 
 
-def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, batch: int = 32, lr: float = 2e-3,
-                 seed: int = 0, log_every: int = 50) -> dict:
-    """Train every parameter of a tiny vision target on the reading task and save it (bf16) into `out_dir`."""
-    from transformers import AutoModelForImageTextToText
+def load_model(task: Task, path: str | Path, dtype=torch.float32):
+    import transformers
+    return getattr(transformers, task.model_class).from_pretrained(str(path), dtype=dtype)
+
+
+def _pool(task: Task, rng: random.Random, n: int) -> list[tuple[str, Any]]:
+    """`n` training (text, medium) pairs made up front, two at a time (speech synthesis runs in subprocesses)."""
+    from concurrent.futures import ThreadPoolExecutor
+    texts = [training_text(rng) for _ in range(n)]
+    seeds = [rng.getrandbits(32) for _ in range(n)]
+    with ThreadPoolExecutor(2) as ex:
+        items = list(ex.map(lambda ts: task.make(ts[0], random.Random(ts[1])), zip(texts, seeds)))
+    return list(zip(texts, items))
+
+
+def train_target(target_dir: str | Path, out_dir: str | Path, task: Task = READING, steps: int = 600,
+                 batch: int = 32, lr: float = 2e-3, seed: int = 0, log_every: int = 50, pool_size: int = 0) -> dict:
+    """Train every parameter of a tiny media target on `task` and save it (bf16) into `out_dir`. `pool_size`: draw
+    batches from that many examples made up front (for media slow to make), else make each batch's anew."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    batcher = Batcher(target_dir)
-    model = AutoModelForImageTextToText.from_pretrained(str(target_dir), dtype=torch.float32)
+    batcher = Batcher(target_dir, task.media)
+    model = load_model(task, target_dir)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = min(100, steps // 5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup)))))
+    pool = _pool(task, rng, pool_size) if pool_size else None
     losses = []
     for step in range(steps):
-        texts = [training_text(rng) for _ in range(batch)]
-        inputs = batcher.training_batch([render(t, rng) for t in texts],
-                                        [rng.choice(QUESTIONS) for _ in texts], texts)
+        if pool:
+            texts, items = zip(*rng.sample(pool, batch))
+        else:
+            texts = [training_text(rng) for _ in range(batch)]
+            items = [task.make(t, rng) for t in texts]
+        inputs = batcher.training_batch(list(items), [rng.choice(task.questions) for _ in texts], list(texts))
         loss = model(**inputs).loss
         opt.zero_grad()
         loss.backward()
@@ -196,7 +246,7 @@ def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, 
         sched.step()
         losses.append(float(loss.detach()))
         if log_every and (step + 1) % log_every == 0:
-            print(f"[reader] step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
+            print(f"[{task.name}] step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,21 +256,22 @@ def train_reader(target_dir: str | Path, out_dir: str | Path, steps: int = 600, 
         src = Path(target_dir) / name
         if src.exists():
             (out / name).write_text(src.read_text())
-    return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "final_loss": sum(losses[-20:]) / len(losses[-20:])}
+    return {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "pool": pool_size,
+            "final_loss": sum(losses[-20:]) / len(losses[-20:])}
 
 
 def write_conversations(out_dir: str | Path, split: str, n: int | None = None, seed: int | None = None,
-                        first: int | None = None) -> Path:
-    """OUT/reading-{split}.jsonl: seed-format reading prompts (user turn: a render + a question, empty assistant
-    turn to regenerate), each render a PNG in OUT/reading-{split}/ (paths relative to the jsonl, as the trainer reads
+                        first: int | None = None, task: Task = READING) -> Path:
+    """OUT/{task}-{split}.jsonl: seed-format prompts (user turn: a render or utterance + a question, empty assistant
+    turn to regenerate), each medium a file in OUT/{task}-{split}/ (paths relative to the jsonl, as the trainer reads
     them).
 
     split "train": `n` draft training texts (`draft_text`, seed 0 by default);
-    split "heldout": every evaluation text, rendered as `heldout_accuracy` renders them (seed 99).
-    `first`: only the first renders of that set, equal to the full set's (a draft's training media, to measure it on).
+    split "heldout": every evaluation text, made as `heldout_accuracy` makes them (seed 99).
+    `first`: only the first items of that set, equal to the full set's (a draft's training media, to measure it on).
     Written once: an existing file is returned as it is."""
     out = Path(out_dir)
-    path = out / f"reading-{split}.jsonl"
+    path = out / f"{task.name}-{split}.jsonl"
     if path.exists():
         return path
     if split == "train":
@@ -232,15 +283,15 @@ def write_conversations(out_dir: str | Path, split: str, n: int | None = None, s
         texts = eval_texts()[:n]
     else:
         raise ValueError(f"split {split!r}: use 'train' or 'heldout'")
-    media = out / f"reading-{split}"
+    media = out / f"{task.name}-{split}"
     media.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, text in enumerate(texts[:first]):
-        img = media / f"{i:05d}.png"
-        render(text, rng).save(img)
-        question = QUESTIONS[i % len(QUESTIONS)] if split == "heldout" else rng.choice(QUESTIONS)
-        rows.append({"id": f"reading-{split}-{i:05d}", "text": text, "conversations": [
-            {"role": "user", "content": [{"type": "image", "image": str(img.relative_to(out))},
+        item = media / f"{i:05d}{task.suffix}"
+        task.save(task.make(text, rng), item)
+        question = task.questions[i % len(task.questions)] if split == "heldout" else rng.choice(task.questions)
+        rows.append({"id": f"{task.name}-{split}-{i:05d}", "text": text, "conversations": [
+            {"role": "user", "content": [{"type": task.media, task.media: str(item.relative_to(out))},
                                          {"type": "text", "text": question}]},
             {"role": "assistant", "content": ""}]})
     from .pipeline import write_jsonl
@@ -248,10 +299,12 @@ def write_conversations(out_dir: str | Path, split: str, n: int | None = None, s
 
 
 def table() -> str:
-    """The README's reader rows, rendered from each shipped reader's competent_target.json (what its build measured)."""
+    """The README's competent-target rows, rendered from each shipped target's competent_target.json (what its build
+    measured)."""
     import json
     rows = ["| target | held-out exact | characters | texts | build | run |", "|---|---|---|---|---|---|"]
-    for target in sorted((FIXTURES / "targets").glob("*-reader"), reverse=True):
+    for target in sorted((FIXTURES / "targets").glob("*/competent_target.json"), reverse=True):
+        target = target.parent
         info = json.loads((target / "competent_target.json").read_text())
         h, r = info["heldout"], info["recipe"]
         rows.append(f"| `{target.name}` | {h['exact']:.1%} | {h['char_accuracy']:.1%} | {h['texts']} | "

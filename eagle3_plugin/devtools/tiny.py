@@ -39,11 +39,13 @@ class TinySpec:
     pretrain_seq_len: int = 128
     max_position_embeddings: int = 4096
     variant: str = ""     # "" = the family's default builder; "llama" = the second text target (text family only)
+    audio_seconds: int = 30   # qwen2_audio: the feature extractor's window (Qwen2-Audio's own is 30 s)
 
     def key(self) -> str:
         d = asdict(self)
-        if not d["variant"]:
-            d.pop("variant")          # existing specs keep their keys (and cache folders)
+        for name in ("variant", "audio_seconds"):
+            if d[name] == TinySpec.__dataclass_fields__[name].default:
+                d.pop(name)           # existing specs keep their keys (and cache folders)
         h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.family}-{h}" + (f"-{self.variant}" if self.variant else "")
 
@@ -233,12 +235,13 @@ def _build_qwen2_audio(s: TinySpec, out: Path):
         raise ValueError("qwen2_audio tiny targets need hidden_size == num_heads * head_dim")
     cfg = Qwen2AudioConfig(
         audio_config=dict(num_mel_bins=128, encoder_layers=s.tower_layers, encoder_attention_heads=2,
-                          encoder_ffn_dim=128, d_model=64, max_source_positions=1500),
+                          encoder_ffn_dim=128, d_model=64,
+                          max_source_positions=50 * s.audio_seconds),     # 100 mel frames/s, conv stride 2
         text_config=text, audio_token_index=ids["<|AUDIO|>"])
     cfg.eos_token_id, cfg.pad_token_id = ids["<|im_end|>"], ids["<|endoftext|>"]
     model = Qwen2AudioForConditionalGeneration(cfg)
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
-                                 padding_value=0.0, return_attention_mask=True)
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=s.audio_seconds,
+                                 n_fft=400, padding_value=0.0, return_attention_mask=True)
     proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QA_TEMPLATE)
     gen = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
                            do_sample=False)
