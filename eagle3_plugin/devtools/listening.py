@@ -75,4 +75,4 @@ def save_wav(wav, path: Path) -> None:
     sf.write(str(path), wav, SAMPLE_RATE, subtype="PCM_16")
 
 
-LISTENING = Task("listening", "audio", speak, save_wav, ".wav", QUESTIONS, "Qwen2AudioForConditionalGeneration")
+LISTENING = Task("listening", "audio", speak, save_wav, ".wav", QUESTIONS, model_class="")

@@ -83,7 +83,8 @@ def save_image(img, path: Path) -> None:
 @dataclass(frozen=True)
 class Task:
     """A task whose answer the media decides: what a tiny target learns, and what its drafts are measured on.
-    `make(text, rng)` renders or speaks the text; `model_class` is the transformers class that trains it."""
+    `make(text, rng)` renders or speaks the text; `model_class` is the transformers class that trains it ("": the
+    checkpoint's own architecture)."""
     name: str
     media: str                                  # "image" | "audio": the chat content type
     make: Callable[[str, random.Random], Any]
@@ -202,8 +203,10 @@ def heldout_accuracy(model, batcher: Batcher, seed: int = 99, batch: int = 32, t
 
 
 def load_model(task: Task, path: str | Path, dtype=torch.float32):
+    import json
     import transformers
-    return getattr(transformers, task.model_class).from_pretrained(str(path), dtype=dtype)
+    name = task.model_class or json.loads((Path(path) / "config.json").read_text())["architectures"][0]
+    return getattr(transformers, name).from_pretrained(str(path), dtype=dtype)
 
 
 def _pool(task: Task, rng: random.Random, n: int) -> list[tuple[str, Any]]:
