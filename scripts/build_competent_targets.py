@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from eagle3_plugin.devtools import listening  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Competent:
 
 BUILDS = {"qwen3_vl": Competent("reader", "READING", 1500),
           "hunyuan_vl": Competent("reader", "READING", 1500),
-          "qwen2_audio": Competent("listener", "LISTENING", 1500, pool_size=12000, tiny={"audio_seconds": 5})}
+          "qwen2_audio": Competent("listener", "LISTENING", 1500, pool_size=12000,
+                                   tiny={"audio_seconds": listening.AUDIO_SECONDS})}
 
 
 def _commit() -> str:

@@ -26,6 +26,7 @@ SAMPLE_RATE = 16_000
 AUDIO_SECONDS = 5            # the listener's feature-extractor window: every clip lasts 3.4 s
 SLOT_S = 0.48                # one character: 12 audio tokens (40 ms each after the encoder's two 2x reductions)
 MAX_CHARS = 7                # texts are 3-7 characters (reading.training_text, reading.eval_texts)
+JITTER = int(0.04 * SAMPLE_RATE)   # the clip's start varies by up to 40 ms (one audio token)
 QUESTIONS = ("What is spelled in the audio?", "Transcribe the audio.", "Write down what you hear.")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan")
 VARIANTS = ("", "+m3", "+f2", "+f4")
@@ -61,9 +62,9 @@ def speak(text: str, rng: random.Random) -> np.ndarray:
         raise ValueError(f"{text!r}: the listening task spells at most {MAX_CHARS} characters")
     voice = rng.choice(VOICES) + rng.choice(VARIANTS)
     speed, pitch, gain = rng.choice(SPEEDS), rng.choice(PITCHES), rng.uniform(0.5, 1.0)
-    lead = rng.randint(0, int(0.04 * SAMPLE_RATE))
+    lead = rng.randint(0, JITTER)
     slot = int(SLOT_S * SAMPLE_RATE)
-    out = np.zeros(int(0.04 * SAMPLE_RATE) + slot * MAX_CHARS, dtype=np.float32)
+    out = np.zeros(JITTER + slot * MAX_CHARS, dtype=np.float32)
     for i, char in enumerate(text):
         clip = _spoken(char, voice, speed, pitch)
         out[lead + i * slot:lead + i * slot + len(clip)] = clip
