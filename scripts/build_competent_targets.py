@@ -28,22 +28,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from eagle3_plugin.devtools import listening  # noqa: E402
+from eagle3_plugin.devtools import listening, reading  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Competent:
     """What a family's competent target learns, from which tiny target, at what budget."""
     role: str                        # the fixture's suffix: qwen3_vl-reader, qwen2_audio-listener
-    task: str                        # reading.READING / listening.LISTENING
+    task: reading.Task
     steps: int
     pool_size: int = 0               # training examples made up front (0: each batch made anew)
     tiny: dict = field(default_factory=dict)
 
 
-BUILDS = {"qwen3_vl": Competent("reader", "READING", 1500),
-          "hunyuan_vl": Competent("reader", "READING", 1500),
-          "qwen2_audio": Competent("listener", "LISTENING", 1500, pool_size=12000,
+BUILDS = {"qwen3_vl": Competent("reader", reading.READING, 1500),
+          "hunyuan_vl": Competent("reader", reading.READING, 1500),
+          "qwen2_audio": Competent("listener", listening.LISTENING, 1500, pool_size=12000,
                                    tiny={"audio_seconds": listening.AUDIO_SECONDS})}
 
 
@@ -52,17 +52,11 @@ def _commit() -> str:
     return run("rev-parse", "--short", "HEAD") + ("-dirty" if run("status", "--porcelain") else "")
 
 
-def _task(build: Competent):
-    from eagle3_plugin.devtools import listening, reading
-    return getattr(listening if build.task == "LISTENING" else reading, build.task)
-
-
 def build_target(family: str, out_root: Path, steps: int | None, seed: int) -> dict:
-    from eagle3_plugin.devtools import reading
     from eagle3_plugin.devtools.pipeline import PipelineConfig
     from eagle3_plugin.devtools.tiny import cached_tiny_target
     build = BUILDS[family]
-    task, steps = _task(build), steps or build.steps
+    task, steps = build.task, steps or build.steps
     t0 = time.perf_counter()
     base = cached_tiny_target(family, pretrain_steps=PipelineConfig.for_family(family, workdir="").pretrain_steps,
                               **build.tiny)
